@@ -1,0 +1,1 @@
+"""lanterna: differentiable programming for Python, compiled."""

@@ -1,0 +1,1 @@
+"""Backends and frontends live in subpackages."""

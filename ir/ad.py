@@ -1,0 +1,194 @@
+"""The `ad` dialect: adjoint cells, the mutable accumulators of reverse mode.
+
+Every differentiable SSA value `%v` is paired with a cell holding its adjoint
+(Lantern's `TensorR(x, d)`). Adjoint rules `accum` contributions into cells in
+place; a cell is read with `load` once all contributions are in, which in the
+continuation-passing form is exactly when the resumed continuation returns.
+
+    %c = ad.zero_like %v : tensor<3xf32>
+    ad.accum %c, %g : !ad.cell<tensor<3xf32>>
+    %g2 = ad.load %c : !ad.cell<tensor<3xf32>>
+"""
+
+from __future__ import annotations
+
+from xdsl.dialects.builtin import TensorType
+from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
+from xdsl.irdl import (
+    IRDLOperation,
+    irdl_attr_definition,
+    irdl_op_definition,
+    operand_def,
+    result_def,
+    traits_def,
+)
+from xdsl.parser import AttrParser
+from xdsl.printer import Printer
+from xdsl.traits import MemoryAllocEffect, MemoryReadEffect, MemoryWriteEffect
+from xdsl.utils.exceptions import VerifyException
+
+
+@irdl_attr_definition
+class CellType(ParametrizedAttribute, TypeAttribute):
+    """`!ad.cell<T>`: a mutable accumulator of values of tensor type T."""
+
+    name = "ad.cell"
+    elem: Attribute
+
+    def __init__(self, elem: Attribute):
+        super().__init__(elem)
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_attribute(self.elem)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute]:
+        with parser.in_angle_brackets():
+            return (parser.parse_type(),)
+
+    def verify(self) -> None:
+        if not isinstance(self.elem, TensorType):
+            raise VerifyException(f"!ad.cell holds a tensor type, got {self.elem}")
+
+
+@irdl_op_definition
+class ZeroLikeOp(IRDLOperation):
+    """A fresh cell holding zeros of the operand's type.
+
+        %c = ad.zero_like %v : tensor<3xf32>
+    """
+
+    name = "ad.zero_like"
+    value = operand_def(TensorType)
+    cell = result_def(CellType)
+    traits = traits_def(MemoryAllocEffect())
+
+    def __init__(self, value: SSAValue | IRDLOperation):
+        v = SSAValue.get(value)
+        super().__init__(operands=[v], result_types=[CellType(v.type)])
+
+    def verify_(self) -> None:
+        if self.cell.type != CellType(self.value.type):
+            raise VerifyException(
+                f"'{self.name}': result {self.cell.type} must be !ad.cell<{self.value.type}>"
+            )
+
+    # The result type is derived from the operand in the custom syntax.
+    @classmethod
+    def parse(cls, parser):  # type: ignore[override]
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = parser.parse_type()
+        op = cls(parser.resolve_operand(v, t))
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.value)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.value.type)
+
+
+@irdl_op_definition
+class AccumOp(IRDLOperation):
+    """Adds a contribution into a cell, in place.
+
+        ad.accum %c, %g : !ad.cell<tensor<3xf32>>
+    """
+
+    name = "ad.accum"
+    cell = operand_def(CellType)
+    value = operand_def(TensorType)
+    traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
+
+    def __init__(self, cell: SSAValue | IRDLOperation, value: SSAValue | IRDLOperation):
+        super().__init__(operands=[SSAValue.get(cell), SSAValue.get(value)])
+
+    def verify_(self) -> None:
+        ct = self.cell.type
+        assert isinstance(ct, CellType)
+        if ct.elem != self.value.type:
+            raise VerifyException(
+                f"'{self.name}': value has type {self.value.type} but the cell holds {ct.elem}"
+            )
+
+    @classmethod
+    def parse(cls, parser):  # type: ignore[override]
+        c = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        pos = parser.pos
+        t = parser.parse_type()
+        if not isinstance(t, CellType):
+            parser.raise_error(f"expected an !ad.cell<...> type, got {t}", pos, parser.pos)
+        op = cls(parser.resolve_operand(c, t), parser.resolve_operand(v, t.elem))
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.cell)
+        printer.print_string(", ")
+        printer.print_operand(self.value)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.cell.type)
+
+
+@irdl_op_definition
+class LoadOp(IRDLOperation):
+    """Reads a cell's current value.
+
+        %g = ad.load %c : !ad.cell<tensor<3xf32>>
+    """
+
+    name = "ad.load"
+    cell = operand_def(CellType)
+    value = result_def(TensorType)
+    traits = traits_def(MemoryReadEffect())
+
+    def __init__(self, cell: SSAValue | IRDLOperation):
+        c = SSAValue.get(cell)
+        ct = c.type
+        assert isinstance(ct, CellType)
+        super().__init__(operands=[c], result_types=[ct.elem])
+
+    def verify_(self) -> None:
+        ct = self.cell.type
+        assert isinstance(ct, CellType)
+        if ct.elem != self.value.type:
+            raise VerifyException(
+                f"'{self.name}': result {self.value.type} does not match the cell's {ct.elem}"
+            )
+
+    @classmethod
+    def parse(cls, parser):  # type: ignore[override]
+        c = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        pos = parser.pos
+        t = parser.parse_type()
+        if not isinstance(t, CellType):
+            parser.raise_error(f"expected an !ad.cell<...> type, got {t}", pos, parser.pos)
+        op = cls(parser.resolve_operand(c, t))
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.cell)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.cell.type)
+
+
+AD_OPS = [ZeroLikeOp, AccumOp, LoadOp]
+AD_TYPES = [CellType]
+
+AD = Dialect("ad", AD_OPS, AD_TYPES)
