@@ -1,0 +1,441 @@
+"""The reference interpreter: executes IR at every level, with numpy.
+
+It is the semantic oracle of the project: passes are tested by running the IR
+before and after them, backends by comparing against it.
+
+It is an abstract machine with an explicit continuation, not a recursive
+evaluator, for two reasons:
+
+* `cont.shift` must capture "the rest of the computation up to the nearest
+  reset" across `scf.if`/`scf.for`/`scf.while` bodies, closures and function
+  calls. With the continuation as data that is a pointer copy.
+* deep programs (recursion depth in the thousands, long loops whose bodies
+  shift, which the continuation form turns into nested callbacks) must not hit
+  Python's recursion limit. Here the stack is a heap-allocated linked list.
+
+State: `k`, the current continuation, a linked list `(frame, rest)` of
+immutable frames ending at the innermost delimiter, and `mk`, the
+meta-continuation: the stack of continuations saved by `cont.reset` and
+`cont.resume`. A frame receives the values delivered to it (the results of
+the region that just finished) and returns the next state. Capturing `k` in a
+shift is O(1); resuming a continuation twice is safe because frames are never
+mutated (values defined after the shift point are rebound on each resume; SSA
+dominance means nothing before that point reads them).
+
+Environments are per region activation with a parent link (lexical scope), so
+the backward half of loop iteration i -- which runs after iterations i+1..n --
+still sees iteration i's values. Closures capture the values their body uses
+when they are created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from xdsl.dialects import builtin, func, scf
+from xdsl.ir import Block, Operation, Region, SSAValue
+
+from lanterna.ir import ad, cont
+from lanterna.ir.interp_arith import ARITH_SEMANTICS
+from lanterna.ir.ln import LN_OPS
+from lanterna.ir.types import to_numpy_dtype
+
+Values = Sequence[Any]
+
+
+class InterpreterError(Exception):
+    """The IR could not be executed (missing semantics, bad arguments)."""
+
+
+# --- runtime objects ----------------------------------------------------------------------
+
+
+class Env:
+    """The values of one region activation, with a link to the enclosing one."""
+
+    __slots__ = ("vals", "parent")
+
+    def __init__(self, parent: Env | None = None):
+        self.vals: dict[SSAValue, Any] = {}
+        self.parent = parent
+
+    def get(self, v: SSAValue) -> Any:
+        e: Env | None = self
+        while e is not None:
+            try:
+                return e.vals[v]
+            except KeyError:
+                e = e.parent
+        raise InterpreterError(f"value %{v.name_hint or '?'} is used before it is defined")
+
+    def bind(self, names: Sequence[SSAValue], values: Values) -> None:
+        if len(names) != len(values):
+            raise InterpreterError(f"{len(values)} values delivered for {len(names)} results")
+        for n, v in zip(names, values):
+            self.vals[n] = v
+
+
+class Cell:
+    """An adjoint cell (`!ad.cell<T>`)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: np.ndarray):
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Cell({self.value!r})"
+
+
+class Continuation:
+    """A captured delimited continuation: frames up to the reset."""
+
+    __slots__ = ("frames",)
+
+    def __init__(self, frames: Any):
+        self.frames = frames
+
+
+class Closure:
+    """A `cont.lambda` value: its op and the captured environment."""
+
+    __slots__ = ("op", "env")
+
+    def __init__(self, op: cont.LambdaOp, env: Env):
+        self.op = op
+        self.env = env
+
+
+# State after a step: (k, mk, values delivered to k's first frame).
+State = tuple[Any, Any, Values]
+
+
+# --- frames -------------------------------------------------------------------------------
+
+
+class BlockFrame:
+    """Run a block from op `idx`; first bind the delivered values to `bind`."""
+
+    __slots__ = ("ops", "idx", "env", "bind")
+
+    def __init__(self, ops: tuple[Operation, ...], idx: int, env: Env, bind: Sequence[SSAValue] = ()):
+        self.ops = ops
+        self.idx = idx
+        self.env = env
+        self.bind = bind
+
+    def step(self, m: Interpreter, vals: Values, k: Any, mk: Any) -> State:
+        env = self.env
+        if self.bind:
+            env.bind(self.bind, vals)
+        ops = self.ops
+        idx = self.idx
+        simple = m.simple
+        while True:
+            op = ops[idx]
+            fn = simple.get(type(op))
+            if fn is not None:
+                args = [env.get(o) for o in op.operands]
+                res = fn(op, args)
+                if op.results:
+                    env.vals[op.results[0]] = res
+                idx += 1
+                continue
+            ctl = m.control.get(type(op))
+            if ctl is None:
+                raise InterpreterError(f"the interpreter has no semantics for '{op.name}'")
+            if type(op) in TERMINATORS:
+                return ctl(m, op, env, k, mk)
+            after = (BlockFrame(ops, idx + 1, env, op.results), k)
+            return ctl(m, op, env, after, mk)
+
+
+def enter(region: Region, env: Env, args: Values, k: Any) -> Any:
+    """Push a frame that runs the region's (single) block with its arguments bound."""
+    block = region.block
+    inner = Env(env)
+    inner.bind(block.args, args)
+    return (BlockFrame(_ops(block), 0, inner), k)
+
+
+_OPS_CACHE: dict[Block, tuple[Operation, ...]] = {}
+
+
+def _ops(block: Block) -> tuple[Operation, ...]:
+    ops = _OPS_CACHE.get(block)
+    if ops is None or len(ops) != len(block.ops):
+        ops = tuple(block.ops)
+        _OPS_CACHE[block] = ops
+    return ops
+
+
+class ForFrame:
+    """Receives the yield of iteration `i` of an `scf.for`."""
+
+    __slots__ = ("op", "env", "i", "ub", "step_")
+
+    def __init__(self, op: scf.ForOp, env: Env, i: Any, ub: Any, step_: Any):
+        self.op, self.env, self.i, self.ub, self.step_ = op, env, i, ub, step_
+
+    def step(self, m: Interpreter, vals: Values, k: Any, mk: Any) -> State:
+        nxt = self.i + self.step_
+        if nxt < self.ub:
+            frame = ForFrame(self.op, self.env, nxt, self.ub, self.step_)
+            return enter(self.op.body, self.env, [nxt, *vals], (frame, k)), mk, ()
+        return k, mk, vals
+
+
+class WhileFrame:
+    """Receives `scf.condition` (before=True) or the `scf.yield` of the after region."""
+
+    __slots__ = ("op", "env", "before")
+
+    def __init__(self, op: scf.WhileOp, env: Env, before: bool):
+        self.op, self.env, self.before = op, env, before
+
+    def step(self, m: Interpreter, vals: Values, k: Any, mk: Any) -> State:
+        if self.before:
+            cond, *args = vals
+            if not cond:
+                return k, mk, args
+            frame = WhileFrame(self.op, self.env, False)
+            return enter(self.op.after_region, self.env, args, (frame, k)), mk, ()
+        frame = WhileFrame(self.op, self.env, True)
+        return enter(self.op.before_region, self.env, vals, (frame, k)), mk, ()
+
+
+# --- control ops --------------------------------------------------------------------------
+# A control handler gets the continuation *after* the op (for terminators: the
+# continuation of the enclosing region) and returns the next state.
+
+
+def _deliver(m: Interpreter, op: Operation, env: Env, k: Any, mk: Any) -> State:
+    return k, mk, [env.get(o) for o in op.operands]
+
+
+def _call(m: Interpreter, op: func.CallOp, env: Env, k: Any, mk: Any) -> State:
+    callee = m.function(op.callee.string_value())
+    args = [env.get(o) for o in op.arguments]
+    return enter(callee.body, Env(), args, k), mk, ()
+
+
+def _if(m: Interpreter, op: scf.IfOp, env: Env, k: Any, mk: Any) -> State:
+    region = op.true_region if env.get(op.cond) else op.false_region
+    if not region.blocks:
+        return k, mk, ()
+    return enter(region, env, (), k), mk, ()
+
+
+def _for(m: Interpreter, op: scf.ForOp, env: Env, k: Any, mk: Any) -> State:
+    lb, ub, st = env.get(op.lb), env.get(op.ub), env.get(op.step)
+    inits = [env.get(o) for o in op.iter_args]
+    if st <= 0:
+        raise InterpreterError(f"scf.for step must be positive, got {st}")
+    if not lb < ub:
+        return k, mk, inits
+    return enter(op.body, env, [lb, *inits], (ForFrame(op, env, lb, ub, st), k)), mk, ()
+
+
+def _while(m: Interpreter, op: scf.WhileOp, env: Env, k: Any, mk: Any) -> State:
+    inits = [env.get(o) for o in op.arguments]
+    return enter(op.before_region, env, inits, (WhileFrame(op, env, True), k)), mk, ()
+
+
+def _condition(m: Interpreter, op: scf.ConditionOp, env: Env, k: Any, mk: Any) -> State:
+    return k, mk, [env.get(op.condition), *(env.get(a) for a in op.args)]
+
+
+def _reset(m: Interpreter, op: cont.ResetOp, env: Env, k: Any, mk: Any) -> State:
+    # The body runs on an empty continuation; what it yields pops back to `k`.
+    return enter(op.body, env, (), None), (k, mk), ()
+
+
+def _shift(m: Interpreter, op: cont.ShiftOp, env: Env, k: Any, mk: Any) -> State:
+    # `k` is the rest of the computation up to the delimiter; the body runs in
+    # its place, still inside the delimiter, so its answer is the reset's.
+    return enter(op.body, env, [Continuation(k)], None), mk, ()
+
+
+def _resume(m: Interpreter, op: cont.ResumeOp, env: Env, k: Any, mk: Any) -> State:
+    captured = env.get(op.k)
+    args = [env.get(a) for a in op.args]
+    return captured.frames, (k, mk), args
+
+
+def _lambda(m: Interpreter, op: cont.LambdaOp, env: Env, k: Any, mk: Any) -> State:
+    captured = Env()
+    for v in m.free_values(op):
+        captured.vals[v] = env.get(v)
+    return k, mk, [Closure(op, captured)]
+
+
+def _apply(m: Interpreter, op: cont.ApplyOp, env: Env, k: Any, mk: Any) -> State:
+    closure = env.get(op.fn)
+    args = [env.get(a) for a in op.args]
+    if closure.op.recursive:
+        args = [closure, *args]
+    return enter(closure.op.body, closure.env, args, k), mk, ()
+
+
+# --- simple ops ---------------------------------------------------------------------------
+
+
+def _evaluate(op: Operation, args: Values) -> Any:
+    result = op.evaluate(*args)  # type: ignore[attr-defined]
+    t = op.results[0].type
+    if isinstance(t, builtin.TensorType):
+        return np.asarray(result, dtype=to_numpy_dtype(t.element_type))
+    return result
+
+
+def _zero_like(op: Operation, args: Values) -> Cell:
+    return Cell(np.zeros_like(args[0]))
+
+
+def _accum(op: Operation, args: Values) -> None:
+    cell, g = args
+    # Not in place: values loaded earlier stay immutable.
+    cell.value = np.asarray(cell.value + g)
+
+
+def _load(op: Operation, args: Values) -> Any:
+    return args[0].value
+
+
+def _cast(op: Operation, args: Values) -> Any:
+    return args[0]
+
+
+SimpleFn = Callable[[Operation, Values], Any]
+ControlFn = Callable[..., State]
+
+SIMPLE: dict[type[Operation], SimpleFn] = {
+    **{op: _evaluate for op in LN_OPS},
+    **ARITH_SEMANTICS,
+    ad.ZeroLikeOp: _zero_like,
+    ad.AccumOp: _accum,
+    ad.LoadOp: _load,
+    builtin.UnrealizedConversionCastOp: _cast,
+}
+
+CONTROL: dict[type[Operation], ControlFn] = {
+    func.CallOp: _call,
+    func.ReturnOp: _deliver,
+    scf.IfOp: _if,
+    scf.ForOp: _for,
+    scf.WhileOp: _while,
+    scf.YieldOp: _deliver,
+    scf.ConditionOp: _condition,
+    cont.ResetOp: _reset,
+    cont.ShiftOp: _shift,
+    cont.ResumeOp: _resume,
+    cont.YieldOp: _deliver,
+    cont.LambdaOp: _lambda,
+    cont.ApplyOp: _apply,
+}
+
+TERMINATORS = frozenset({func.ReturnOp, scf.YieldOp, scf.ConditionOp, cont.YieldOp})
+
+
+# --- the machine --------------------------------------------------------------------------
+
+
+class Interpreter:
+    """Runs the functions of one module.
+
+        Interpreter(module).call("f", x, w)  # -> tuple of numpy arrays
+    """
+
+    def __init__(self, module: builtin.ModuleOp):
+        self.module = module
+        self.simple = SIMPLE
+        self.control = CONTROL
+        self._functions: dict[str, func.FuncOp] = {}
+        self._free: dict[cont.LambdaOp, tuple[SSAValue, ...]] = {}
+        for op in module.ops:
+            if isinstance(op, func.FuncOp):
+                self._functions[op.sym_name.data] = op
+
+    def function(self, name: str) -> func.FuncOp:
+        try:
+            fn = self._functions[name]
+        except KeyError:
+            raise InterpreterError(f"no function @{name} in the module") from None
+        if not fn.body.blocks:
+            raise InterpreterError(f"@{name} is a declaration without a body")
+        return fn
+
+    def free_values(self, op: Operation) -> tuple[SSAValue, ...]:
+        """The values defined outside `op` that its regions use."""
+        free = self._free.get(op)  # type: ignore[arg-type]
+        if free is None:
+            seen: dict[SSAValue, None] = {}
+            for inner in op.walk():
+                if inner is op:
+                    continue
+                for v in inner.operands:
+                    if not _defined_within(v, op):
+                        seen[v] = None
+            free = tuple(seen)
+            self._free[op] = free  # type: ignore[index]
+        return free
+
+    def call(self, name: str, *args: Any) -> tuple[Any, ...]:
+        fn = self.function(name)
+        inputs = fn.function_type.inputs.data
+        if len(args) != len(inputs):
+            raise InterpreterError(f"@{name} takes {len(inputs)} arguments, {len(args)} given")
+        converted = [_convert_arg(name, i, a, t) for i, (a, t) in enumerate(zip(args, inputs))]
+        result = self.run(enter(fn.body, Env(), converted, None))
+        outputs = fn.function_type.outputs.data
+        return tuple(_convert_result(r, t) for r, t in zip(result, outputs))
+
+    def run(self, k: Any, vals: Values = ()) -> Values:
+        mk: Any = None
+        while True:
+            if k is None:
+                if mk is None:
+                    return vals
+                k, mk = mk
+                continue
+            frame, k = k
+            k, mk, vals = frame.step(self, vals, k, mk)
+
+
+def _defined_within(v: SSAValue, op: Operation) -> bool:
+    owner = v.owner
+    node: Operation | None = owner if isinstance(owner, Operation) else owner.parent_op()
+    while node is not None:
+        if node is op:
+            return True
+        node = node.parent_op()
+    return False
+
+
+def _convert_result(value: Any, t: Any) -> Any:
+    if isinstance(t, builtin.TensorType):
+        return np.asarray(value, dtype=to_numpy_dtype(t.element_type))
+    return value
+
+
+def _convert_arg(fname: str, i: int, value: Any, t: Any) -> Any:
+    if isinstance(t, builtin.TensorType):
+        dtype = to_numpy_dtype(t.element_type)
+        arr = np.asarray(value)
+        shape = tuple(t.get_shape())
+        if arr.shape != shape:
+            raise InterpreterError(
+                f"@{fname} argument #{i}: expected shape {shape}, got {arr.shape}"
+            )
+        if arr.dtype != dtype:
+            if not np.can_cast(arr.dtype, dtype, casting="same_kind"):
+                raise InterpreterError(
+                    f"@{fname} argument #{i}: expected dtype {dtype}, got {arr.dtype}"
+                )
+            arr = arr.astype(dtype)
+        return arr
+    if isinstance(t, builtin.IndexType | builtin.IntegerType | builtin.Float32Type | builtin.Float64Type):
+        return to_numpy_dtype(t).type(value)
+    return value
