@@ -1,1 +1,21 @@
-"""placeholder"""
+"""The Python frontend: tracing with staged values, the public ops, pytrees and
+`jit` -- the first stage of the pipeline, turning Python functions into IR."""
+
+from lanterna.frontends.python import ops
+from lanterna.frontends.python.api import Jitted, Lowered, jit
+from lanterna.frontends.python.ops import *
+from lanterna.frontends.python.pytree import flatten as tree_flatten
+from lanterna.frontends.python.pytree import tree_map
+from lanterna.frontends.python.pytree import unflatten as tree_unflatten
+from lanterna.frontends.python.tracing import Tensor
+
+__all__ = [
+    "Jitted",
+    "Lowered",
+    "Tensor",
+    "jit",
+    "tree_flatten",
+    "tree_map",
+    "tree_unflatten",
+]
+__all__ += ops.__all__

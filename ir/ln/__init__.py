@@ -1,11 +1,27 @@
 """The `ln` dialect: tensor ops on builtin tensor types with static shapes."""
 
 from xdsl.ir import Dialect
+from xdsl.irdl import IRDLOperation
 
 from lanterna.ir.ln.base import LnOp
 from lanterna.ir.ln.elementwise import *  # noqa: F403
 from lanterna.ir.ln.elementwise import ELEMENTWISE_OPS
+from lanterna.ir.ln.linalg import *  # noqa: F403
+from lanterna.ir.ln.linalg import LINALG_OPS
+from lanterna.ir.ln.nn import *  # noqa: F403
+from lanterna.ir.ln.nn import NN_OPS
+from lanterna.ir.ln.reduce import *  # noqa: F403
+from lanterna.ir.ln.reduce import REDUCE_OPS
+from lanterna.ir.ln.shape import *  # noqa: F403
+from lanterna.ir.ln.shape import SHAPE_OPS
 
-LN_OPS: list[type[LnOp]] = [*ELEMENTWISE_OPS]
+# Every op but `ln.item` and `ln.from_scalar` (which bridge to scalars) is an LnOp.
+LN_OPS: list[type[IRDLOperation]] = [
+    *ELEMENTWISE_OPS,
+    *LINALG_OPS,
+    *REDUCE_OPS,
+    *SHAPE_OPS,
+    *NN_OPS,
+]
 
 LN = Dialect("ln", LN_OPS, [])

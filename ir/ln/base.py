@@ -203,7 +203,7 @@ class LnOp(IRDLOperation):
         except VerifyException as e:
             parser.raise_error(str(e), start, end)
         return cls.create(
-            operands=cls._group_operands(list(operands)),
+            operands=list(operands),  # `create` takes operands flat
             result_types=[rt],
             properties=props,
             attributes=others,

@@ -166,7 +166,8 @@ class BinaryOp(LnOp):
         raise NotImplementedError
 
     def evaluate(self, a, b):
-        return self.numpy_fn(a, b)
+        # ufuncs return numpy scalars for 0-d inputs; keep arrays throughout.
+        return np.asarray(self.numpy_fn(a, b))
 
 
 @irdl_op_definition
@@ -297,7 +298,7 @@ class UnaryOp(LnOp):
         return t  # type: ignore[return-value]
 
     def evaluate(self, x):
-        return self.apply(x)
+        return np.asarray(self.apply(x))
 
     @staticmethod
     def apply(x: np.ndarray) -> np.ndarray:
@@ -394,7 +395,7 @@ class PowOp(UnaryOp):
 
     def evaluate(self, x):
         p = get_float(self.properties, "exponent")
-        return np.power(x, np.asarray(p, dtype=x.dtype))
+        return np.asarray(np.power(x, np.asarray(p, dtype=x.dtype)))
 
 
 # --- select and cast ----------------------------------------------------------------------
@@ -425,7 +426,7 @@ class SelectOp(LnOp):
         return broadcast_result(cls.name, operand_types, elt(a))
 
     def evaluate(self, c, a, b):
-        return np.where(c, a, b)
+        return np.asarray(np.where(c, a, b))
 
 
 @irdl_op_definition

@@ -1,0 +1,326 @@
+"""`ln.jit`: trace a Python function once per argument signature, compile, cache, run.
+
+    @ln.jit
+    def predict(params, x):
+        return ln.tanh(x @ params["w"] + params["b"])
+
+    predict({"w": w, "b": b}, x)          # traces, compiles, runs
+    predict.lower({"w": w, "b": b}, x)    # the traced IR, as text via str()
+
+Arguments are pytrees (`pytree.py`). Their numpy-array leaves become the
+function's parameters; Python numbers stay Python numbers while tracing (so they
+fold into the IR as constants and can drive Python control flow) and, like the
+arguments named by `static_argnums`/`static_argnames`, are part of the cache key.
+A new tree structure, shape, dtype or constant value means a new trace.
+
+The traced module runs through the backend's pipeline (or `pipeline=`) and is
+compiled by the backend (`lanterna.backends`). Outputs are pytrees too: staged
+leaves become the function's results; leaves that are not staged (a Python
+number, a numpy array) are returned as they are.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from xdsl.dialects.builtin import ModuleOp
+
+from lanterna.backends import Backend, Executable, get_backend
+from lanterna.frontends.python import pytree
+from lanterna.frontends.python.tracing import (
+    Tensor,
+    Tracer,
+    check_owned,
+    checked_dtype,
+    current_tracer,
+    is_scalar,
+    tracing,
+    user_error,
+)
+from lanterna.ir.context import print_ir
+from lanterna.ir.types import from_numpy_dtype, tensor
+
+
+def symbol_name(name: str) -> str:
+    """A Python name as a function symbol: `<lambda>` becomes `lambda`."""
+    cleaned = re.sub(r"\W+", "_", name).strip("_")
+    if not cleaned:
+        return "fn"
+    return cleaned if not cleaned[0].isdigit() else f"fn_{cleaned}"
+
+
+def _value_name(parts: Sequence[Any]) -> str | None:
+    name = re.sub(r"\W+", "_", "_".join(str(p) for p in parts)).strip("_")
+    return name if name and not name[0].isdigit() else None
+
+
+# --- argument signatures ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A numpy-array leaf: it becomes a parameter of the traced function."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
+class ConstSpec:
+    """A Python-number leaf: folded into the trace, so its value is in the key.
+    The type is kept because `1 == 1.0 == True` but they trace differently."""
+
+    type: type
+    value: Hashable
+
+
+@dataclass
+class _Call:
+    """One call's arguments split into the cache key and the runtime arrays."""
+
+    key: Hashable
+    arrays: list[np.ndarray]
+    leaves: list[Any]
+    specs: list[ArraySpec | ConstSpec]
+    treedef: pytree.TreeDef
+    static_args: dict[int, Any]
+    static_kwargs: dict[str, Any]
+    paths: list[tuple[Hashable, ...]]
+    dyn_positions: list[int]  # the positions in the call of the non-static arguments
+
+
+@dataclass
+class _Const:
+    """An output leaf that was not staged: returned as is (a numpy array as a copy,
+    so callers cannot change what later calls return)."""
+
+    value: Any
+
+    def get(self) -> Any:
+        return self.value.copy() if isinstance(self.value, np.ndarray | np.generic) else self.value
+
+
+@dataclass
+class Traced:
+    """One cache entry: the traced module and how to rebuild the outputs."""
+
+    module: ModuleOp
+    fn_name: str
+    out_tree: pytree.TreeDef
+    out_slots: list[int | _Const]
+    executable: Executable | None = field(default=None)
+
+    def outputs(self, results: Sequence[np.ndarray]) -> Any:
+        leaves = [results[s] if isinstance(s, int) else s.get() for s in self.out_slots]
+        return pytree.unflatten(self.out_tree, leaves)
+
+
+class Lowered:
+    """The traced IR of one specialization of a jitted function."""
+
+    def __init__(self, module: ModuleOp, fn_name: str):
+        self.module = module
+        self.fn_name = fn_name
+
+    def as_text(self) -> str:
+        return print_ir(self.module)
+
+    def __str__(self) -> str:
+        return self.as_text()
+
+
+# --- jit ----------------------------------------------------------------------------------
+
+
+class Jitted:
+    """A function compiled on first call for each argument signature."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        backend: str = "interp",
+        static_argnums: int | Sequence[int] = (),
+        static_argnames: str | Sequence[str] = (),
+        pipeline: str | None = None,
+    ):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.fn_name = symbol_name(getattr(fn, "__name__", "fn"))
+        self.backend_name = backend
+        self.backend: Backend = get_backend(backend)
+        nums = (static_argnums,) if isinstance(static_argnums, int) else static_argnums
+        names = (static_argnames,) if isinstance(static_argnames, str) else static_argnames
+        self.static_argnums = tuple(nums)
+        self.static_argnames = frozenset(names)
+        self.pipeline = pipeline
+        self.trace_count = 0
+        self._cache: dict[Hashable, Traced] = {}
+        try:
+            self._params = list(inspect.signature(fn).parameters.values())
+        except (TypeError, ValueError):
+            self._params = []
+
+    def __repr__(self) -> str:
+        return f"<ln.jit of {self.fn_name} on backend '{self.backend_name}'>"
+
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if current_tracer() is not None:
+            # A jitted function called while tracing is inlined into that trace.
+            return self.fn(*args, **kwargs)
+        call = self._split(args, kwargs)
+        traced = self._get(call)
+        if traced.executable is None:
+            traced.executable = self._compile(traced)
+        return traced.outputs(traced.executable(*call.arrays))
+
+    def lower(self, *args: Any, **kwargs: Any) -> Lowered:
+        """The traced IR for these arguments (before any pass runs)."""
+        traced = self._get(self._split(args, kwargs))
+        return Lowered(traced.module.clone(), traced.fn_name)
+
+    # --- specialization -----------------------------------------------------------------
+
+    def _split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
+        n = len(args)
+        static_pos = sorted({i % n for i in self.static_argnums if -n <= i < n})
+        static_args = {i: args[i] for i in static_pos}
+        dyn_args = tuple(a for i, a in enumerate(args) if i not in static_args)
+        static_kwargs = {k: v for k, v in kwargs.items() if k in self.static_argnames}
+        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        statics: list[Hashable] = []
+        for label, v in [*static_args.items(), *sorted(static_kwargs.items())]:
+            try:
+                hash(v)
+            except TypeError:
+                raise TypeError(
+                    f"static argument {label!r} of '{self.fn_name}' must be hashable, "
+                    f"got {type(v).__name__}"
+                ) from None
+            statics.append((label, type(v), v))
+
+        tree = (dyn_args, dyn_kwargs)
+        leaves, treedef = pytree.flatten(tree)
+        specs: list[ArraySpec | ConstSpec] = []
+        arrays: list[np.ndarray] = []
+        for leaf in leaves:
+            if isinstance(leaf, Tensor):
+                raise user_error(
+                    f"'{self.fn_name}' was called with a staged value outside of its trace"
+                )
+            if is_scalar(leaf):
+                specs.append(ConstSpec(type(leaf), leaf))
+            elif isinstance(leaf, np.ndarray | np.generic):
+                arr = np.asarray(leaf)
+                specs.append(ArraySpec(arr.shape, checked_dtype(arr.dtype)))
+                arrays.append(arr)
+            else:
+                raise TypeError(
+                    f"'{self.fn_name}' got an argument leaf of type {type(leaf).__name__}; "
+                    "arguments must be pytrees of numpy arrays and Python numbers "
+                    "(pass other values with static_argnums / static_argnames)"
+                )
+        key = (treedef, tuple(specs), tuple(statics))
+        return _Call(
+            key,
+            arrays,
+            leaves,
+            specs,
+            treedef,
+            static_args,
+            static_kwargs,
+            pytree.leaf_paths(tree),
+            [i for i in range(n) if i not in static_args],
+        )
+
+    def _get(self, call: _Call) -> Traced:
+        traced = self._cache.get(call.key)
+        if traced is None:
+            traced = self._cache[call.key] = self._trace(call)
+        return traced
+
+    def _arg_name(self, path: tuple[Hashable, ...], dyn_positions: list[int]) -> str | None:
+        """`params_w` for leaf `params["w"]`: SSA names that say where an input came from."""
+        group, where, *rest = path
+        if group == 1:
+            return _value_name([where, *rest])
+        pos = dyn_positions[where]  # type: ignore[index]
+        params = [p for p in self._params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if pos < len(params):
+            return _value_name([params[pos].name, *rest])
+        return _value_name(["arg", pos, *rest])
+
+    def _trace(self, call: _Call) -> Traced:
+        self.trace_count += 1
+        arg_types, names = [], []
+        for spec, path in zip(call.specs, call.paths):
+            if isinstance(spec, ArraySpec):
+                arg_types.append(tensor(spec.shape, from_numpy_dtype(spec.dtype)))
+                names.append(self._arg_name(path, call.dyn_positions))
+        tracer = Tracer(self.fn_name, arg_types, names)
+        staged = iter(tracer.args)
+        leaves = [
+            next(staged) if isinstance(spec, ArraySpec) else leaf
+            for leaf, spec in zip(call.leaves, call.specs)
+        ]
+        dyn_args, dyn_kwargs = pytree.unflatten(call.treedef, leaves)
+        args = list(dyn_args)
+        for i in sorted(call.static_args):
+            args.insert(i, call.static_args[i])
+        with tracing(tracer):
+            out = self.fn(*args, **dyn_kwargs, **call.static_kwargs)
+            out_leaves, out_tree = pytree.flatten(out)
+            results: list[Tensor] = []
+            slots: list[int | _Const] = []
+            for leaf in out_leaves:
+                if isinstance(leaf, Tensor):
+                    check_owned(tracer, leaf)
+                    slots.append(len(results))
+                    results.append(leaf)
+                elif is_scalar(leaf) or isinstance(leaf, np.ndarray | np.generic):
+                    slots.append(_Const(leaf))
+                else:
+                    raise user_error(
+                        f"'{self.fn_name}' returned a {type(leaf).__name__}; outputs must be "
+                        "pytrees of arrays and numbers"
+                    )
+        module = ModuleOp([tracer.finish(results)])
+        module.verify()
+        return Traced(module, self.fn_name, out_tree, slots)
+
+    def _compile(self, traced: Traced) -> Executable:
+        module = traced.module.clone()
+        pipeline = self.backend.default_pipeline if self.pipeline is None else self.pipeline
+        if pipeline:
+            from lanterna.passes import run_pipeline
+
+            run_pipeline(module, pipeline)
+        return self.backend.compile(module, traced.fn_name)
+
+
+def jit(
+    f: Callable[..., Any] | None = None,
+    *,
+    backend: str = "interp",
+    static_argnums: int | Sequence[int] = (),
+    static_argnames: str | Sequence[str] = (),
+    pipeline: str | None = None,
+) -> Any:
+    """Compile `f` for the given backend; usable as `@jit` and `@jit(backend=...)`.
+
+    `pipeline` replaces the backend's default pass pipeline (a pipeline string).
+    """
+
+    def wrap(fn: Callable[..., Any]) -> Jitted:
+        return Jitted(fn, backend, static_argnums, static_argnames, pipeline)
+
+    return wrap if f is None else wrap(f)

@@ -1,0 +1,67 @@
+"""Locating the user's line: where a `TraceError` points.
+
+Mistakes in traced code are reported at the innermost stack frame outside
+lanterna (and outside the libraries it calls into), so the message names the
+user's own file and line, e.g. `model.py:12: ln.add: operand shapes (2, 3) and
+(4,) do not broadcast`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from types import FrameType
+
+import numpy as np
+import xdsl
+from xdsl.utils.exceptions import VerifyException
+
+from lanterna.errors import TraceError
+
+_PKG_ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The repository root is the package, so tests and benchmarks live under it too:
+# only these folders and files are lanterna's own code.
+_INTERNAL_PREFIXES = tuple(
+    os.path.join(_PKG_ROOT, d) + os.sep for d in ("ir", "passes", "backends", "frontends")
+)
+_INTERNAL_FILES = frozenset(os.path.join(_PKG_ROOT, f) for f in ("__init__.py", "errors.py"))
+# Libraries that may sit between user code and ours (numpy calling `Tensor.sum`).
+_LIBRARY_PREFIXES = tuple(
+    os.path.dirname(os.path.realpath(m.__file__)) + os.sep
+    for m in (np, xdsl)
+    if m.__file__ is not None
+)
+
+
+def _is_internal(filename: str) -> bool:
+    path = os.path.realpath(filename)
+    return (
+        path in _INTERNAL_FILES
+        or path.startswith(_INTERNAL_PREFIXES)
+        or path.startswith(_LIBRARY_PREFIXES)
+    )
+
+
+def user_frame() -> FrameType | None:
+    """The innermost stack frame outside lanterna (and the libraries it calls)."""
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None and _is_internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
+def user_error(message: str) -> TraceError:
+    """A TraceError for `message` located at the user's current line."""
+    frame = user_frame()
+    if frame is None:
+        return TraceError(message)
+    return TraceError(message, frame.f_code.co_filename, frame.f_lineno)
+
+
+_QUOTED_OP = re.compile(r"^'([\w.]+)'")
+
+
+def from_verify(e: VerifyException) -> TraceError:
+    # Verifiers say `'ln.add': ...`; in a user-facing message the quotes are noise.
+    return user_error(_QUOTED_OP.sub(r"\1", str(e)))

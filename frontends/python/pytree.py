@@ -1,0 +1,147 @@
+"""Pytrees: nested tuples, lists, dicts and None around leaves.
+
+`ln.jit` and (later) `ln.grad` accept and return pytrees of arrays, as JAX does.
+`flatten` splits a tree into its leaves and a hashable `TreeDef` describing the
+containers; `unflatten` rebuilds a tree of the same structure from new leaves.
+Dict entries are visited in sorted key order, so two dicts with the same keys
+flatten the same way whatever order they were built in. `None` is an empty
+container, not a leaf.
+
+    leaves, tree = flatten({"w": w, "b": (b0, b1)})   # leaves == [b0, b1, w]
+    unflatten(tree, leaves) == {"b": (b0, b1), "w": w}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# The kinds of node; a leaf has no children.
+LEAF = "leaf"
+NONE = "none"
+TUPLE = "tuple"
+LIST = "list"
+DICT = "dict"
+
+
+@dataclass(frozen=True)
+class TreeDef:
+    """The structure of a pytree without its leaves; hashable and comparable.
+
+    `keys` holds a dict's sorted keys; `children` the sub-structures in the order
+    their leaves are flattened.
+    """
+
+    kind: str
+    children: tuple[TreeDef, ...] = ()
+    keys: tuple[Hashable, ...] = ()
+
+    @property
+    def num_leaves(self) -> int:
+        if self.kind == LEAF:
+            return 1
+        return sum(c.num_leaves for c in self.children)
+
+    def __str__(self) -> str:
+        if self.kind == LEAF:
+            return "*"
+        if self.kind == NONE:
+            return "None"
+        inner = [str(c) for c in self.children]
+        if self.kind == TUPLE:
+            return "(" + ", ".join(inner) + ("," if len(inner) == 1 else "") + ")"
+        if self.kind == LIST:
+            return "[" + ", ".join(inner) + "]"
+        return "{" + ", ".join(f"{k!r}: {c}" for k, c in zip(self.keys, inner)) + "}"
+
+
+LEAF_DEF = TreeDef(LEAF)
+
+
+def _sorted_keys(d: dict[Any, Any]) -> list[Any]:
+    try:
+        return sorted(d)
+    except TypeError:
+        raise TypeError(f"pytree dict keys must be mutually orderable, got {list(d)!r}") from None
+
+
+def _children(tree: Any) -> tuple[str, list[Any], tuple[Hashable, ...]] | None:
+    """The node kind, children and dict keys of a container; None for a leaf."""
+    if tree is None:
+        return NONE, [], ()
+    # Exact type checks: namedtuples and dict subclasses are leaves, not silently
+    # rebuilt as plain tuples and dicts.
+    if type(tree) is tuple:
+        return TUPLE, list(tree), ()
+    if type(tree) is list:
+        return LIST, list(tree), ()
+    if type(tree) is dict:
+        keys = _sorted_keys(tree)
+        return DICT, [tree[k] for k in keys], tuple(keys)
+    return None
+
+
+def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
+    """The leaves of `tree` (depth first, dict keys sorted) and its structure."""
+    leaves: list[Any] = []
+
+    def walk(node: Any) -> TreeDef:
+        split = _children(node)
+        if split is None:
+            leaves.append(node)
+            return LEAF_DEF
+        kind, children, keys = split
+        return TreeDef(kind, tuple(walk(c) for c in children), keys)
+
+    treedef = walk(tree)
+    return leaves, treedef
+
+
+def unflatten(treedef: TreeDef, leaves: Sequence[Any]) -> Any:
+    """Rebuild a tree of structure `treedef` from `leaves` (in flatten's order)."""
+    it = iter(leaves)
+
+    def build(td: TreeDef) -> Any:
+        if td.kind == LEAF:
+            return next(it)
+        if td.kind == NONE:
+            return None
+        children = [build(c) for c in td.children]
+        if td.kind == TUPLE:
+            return tuple(children)
+        if td.kind == LIST:
+            return children
+        return dict(zip(td.keys, children))
+
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"tree {treedef} has {treedef.num_leaves} leaves, got {len(leaves)}")
+    return build(treedef)
+
+
+def leaf_paths(tree: Any) -> list[tuple[Hashable, ...]]:
+    """The path (tuple of indices and keys) to each leaf, in flatten's order."""
+    paths: list[tuple[Hashable, ...]] = []
+
+    def walk(node: Any, path: tuple[Hashable, ...]) -> None:
+        split = _children(node)
+        if split is None:
+            paths.append(path)
+            return
+        _, children, keys = split
+        labels: Sequence[Hashable] = keys if keys else range(len(children))
+        for label, child in zip(labels, children):
+            walk(child, (*path, label))
+
+    walk(tree, ())
+    return paths
+
+
+def tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:
+    """`tree` with every leaf replaced by `fn(leaf)`."""
+    leaves, treedef = flatten(tree)
+    return unflatten(treedef, [fn(leaf) for leaf in leaves])
+
+
+def tree_leaves(tree: Any) -> list[Any]:
+    return flatten(tree)[0]

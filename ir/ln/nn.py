@@ -1,0 +1,487 @@
+"""`ln` neural-network ops: softmax, losses, convolution, pooling and dropout.
+
+These ops could be spelled with the generic ones, but each is one kernel in the
+backends (and has a cheaper adjoint than its expansion), so they are primitives.
+All take f32 or f64 data; class targets are i32 or i64; images are NCHW.
+
+    %p = ln.log_softmax %x {axis = 1 : i64} : tensor<8x10xf32>
+    // tensor<f32>:
+    %l = ln.nll_loss %p, %t {reduction = "mean"} : tensor<8x10xf32>, tensor<8xi64>
+    // tensor<8x16x32x32xf32>:
+    %y = ln.conv2d %x, %w {stride = array<i64: 1, 1>, padding = array<i64: 1, 1>}
+        : tensor<8x3x32x32xf32>, tensor<16x3x3x3xf32>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+    i64,
+)
+from xdsl.ir import Attribute, SSAValue
+from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def, prop_def
+from xdsl.utils.exceptions import VerifyException
+
+from lanterna.ir.ln.base import (
+    LnOp,
+    Props,
+    float_prop,
+    get_float,
+    get_int,
+    get_ints,
+    int_prop,
+    ints_prop,
+    normalize_axis,
+    want_arity,
+)
+from lanterna.ir.ln.shape import check_indices
+from lanterna.ir.types import elt, expect_tensor, format_shape, is_float, is_int, shape_of, tensor
+
+Operand = SSAValue | IRDLOperation
+
+
+def _want_float(op_name: str, what: str, t: Attribute) -> None:
+    if not is_float(elt(t)):
+        raise VerifyException(f"'{op_name}': {what} must have a float element type, got {t}")
+
+
+def _want_rank(op_name: str, what: str, t: Attribute, rank: int) -> tuple[int, ...]:
+    shape = shape_of(t)
+    if len(shape) != rank:
+        raise VerifyException(f"'{op_name}': {what} must have rank {rank}, got {t}")
+    return shape
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """An (H, W) pair from one int (both) or two."""
+    if isinstance(value, int):
+        return (value, value)
+    a, b = value
+    return (int(a), int(b))
+
+
+def _pair_prop(op_name: str, props: Props, name: str, minimum: int) -> tuple[int, int]:
+    v = get_ints(props, name)
+    if len(v) != 2 or min(v) < minimum:
+        raise VerifyException(
+            f"'{op_name}': {name} {format_shape(v)} must be two integers >= {minimum}"
+        )
+    return v[0], v[1]
+
+
+def _window_extent(
+    op_name: str, x: Attribute, size: int, kernel: int, stride: int, pad: int, dim: str
+) -> int:
+    """Output extent of a sliding window; at least one window must fit."""
+    padded = size + 2 * pad
+    if padded < kernel:
+        raise VerifyException(
+            f"'{op_name}': kernel {dim} {kernel} exceeds the padded input {dim} {padded} of {x}"
+        )
+    return (padded - kernel) // stride + 1
+
+
+def _windows(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    fill: float,
+) -> np.ndarray:
+    """[N, C, OH, OW, KH, KW] view of the padded input's windows."""
+    (ph, pw), (sh, sw) = padding, stride
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    return sliding_window_view(xp, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+# --- softmax ------------------------------------------------------------------------------
+
+
+class _AxisOp(LnOp):
+    """A float op normalizing along one axis (stored non-negative); shape-preserving."""
+
+    x = operand_def(TensorType)
+    axis = prop_def(IntegerAttr)
+
+    def __init__(self, x: Operand, axis: int = -1):
+        value = SSAValue.get(x)
+        t = expect_tensor(self.name, "operand", value.type)
+        rank = len(shape_of(t))
+        if rank == 0:
+            raise VerifyException(f"'{self.name}': operand must have rank >= 1, got {t}")
+        super().__init__(value, axis=int_prop(normalize_axis(self.name, axis, rank)))
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 1)
+        (t,) = operand_types
+        _want_float(cls.name, "operand", t)
+        shape = shape_of(t)
+        axis = get_int(props, "axis")
+        if not 0 <= axis < len(shape):
+            raise VerifyException(
+                f"'{cls.name}': axis {axis} must be in [0, {len(shape)}) for operand {t}"
+            )
+        if shape[axis] == 0:
+            raise VerifyException(f"'{cls.name}': axis {axis} of operand {t} is empty")
+        return t
+
+    def axis_value(self) -> int:
+        return get_int(self.properties, "axis")
+
+
+def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    # Shift by the maximum so exp never overflows.
+    shifted = x - np.max(x, axis=axis, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+@irdl_op_definition
+class SoftmaxOp(_AxisOp):
+    """exp(x) / sum(exp(x)) along `axis`, computed without overflow.
+
+    %p = ln.softmax %x {axis = 1 : i64} : tensor<4x10xf32>
+    """
+
+    name = "ln.softmax"
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        axis = self.axis_value()
+        e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+
+@irdl_op_definition
+class LogSoftmaxOp(_AxisOp):
+    """x - log(sum(exp(x))) along `axis`, computed without overflow.
+
+    %p = ln.log_softmax %x {axis = 1 : i64} : tensor<4x10xf32>
+    """
+
+    name = "ln.log_softmax"
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        return _log_softmax(x, self.axis_value())
+
+
+# --- losses -------------------------------------------------------------------------------
+
+
+class _LossOp(LnOp):
+    """Classification losses over a [N, C] float input and [N] integer class targets,
+    reduced to a rank-0 tensor by "mean" (over N) or "sum". Subclasses define the
+    two operands."""
+
+    reduction = prop_def(StringAttr)
+
+    REDUCTIONS: ClassVar[tuple[str, ...]] = ("mean", "sum")
+
+    def __init__(self, scores: Operand, target: Operand, reduction: str = "mean"):
+        super().__init__(scores, target, reduction=StringAttr(reduction))
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        scores, target = operand_types
+        first = cls.get_irdl_definition().operands[0][0]
+        _want_float(cls.name, first, scores)
+        n, _ = _want_rank(cls.name, first, scores, 2)
+        (m,) = _want_rank(cls.name, "target", target, 1)
+        if not is_int(elt(target)):
+            raise VerifyException(
+                f"'{cls.name}': target {target} must have element type i32 or i64"
+            )
+        if m != n:
+            raise VerifyException(
+                f"'{cls.name}': target {target} has {m} entries but {first} {scores} has {n} rows"
+            )
+        reduction = props.get("reduction")
+        if not isinstance(reduction, StringAttr) or reduction.data not in cls.REDUCTIONS:
+            allowed = " or ".join(f'"{r}"' for r in cls.REDUCTIONS)
+            raise VerifyException(f"'{cls.name}': reduction must be {allowed}, got {reduction}")
+        return tensor((), elt(scores))
+
+    def nll(self, logp: np.ndarray, target: np.ndarray) -> np.ndarray:
+        n, c = logp.shape
+        check_indices(self.name, target, c, f"{c} classes")
+        total = -np.sum(logp[np.arange(n), target], dtype=logp.dtype)
+        reduction = self.properties["reduction"]
+        assert isinstance(reduction, StringAttr)
+        if reduction.data == "mean":
+            total = total / logp.dtype.type(n)
+        return np.asarray(total, dtype=logp.dtype)
+
+
+@irdl_op_definition
+class NllLossOp(_LossOp):
+    """Negative log-likelihood of log-probabilities: -logp[i, target[i]], then mean or sum.
+
+        %l = ln.nll_loss %logp, %t {reduction = "sum"} : tensor<8x10xf64>, tensor<8xi32>
+
+    A target outside [0, C) raises IndexError when the op runs.
+    """
+
+    name = "ln.nll_loss"
+    logp = operand_def(TensorType)
+    target = operand_def(TensorType)
+
+    def evaluate(self, logp: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return self.nll(logp, target)
+
+
+@irdl_op_definition
+class CrossEntropyOp(_LossOp):
+    """`nll_loss(log_softmax(logits, axis=1), target)`, in one numerically stable op.
+
+    %l = ln.cross_entropy %z, %t {reduction = "mean"} : tensor<8x10xf32>, tensor<8xi64>
+    """
+
+    name = "ln.cross_entropy"
+    logits = operand_def(TensorType)
+    target = operand_def(TensorType)
+
+    def evaluate(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
+        return self.nll(_log_softmax(logits, 1), target)
+
+
+# --- convolution and pooling --------------------------------------------------------------
+
+
+@irdl_op_definition
+class Conv2dOp(LnOp):
+    """2-D cross-correlation (what deep-learning frameworks call convolution) of an
+    NCHW input with an OIHW weight; no bias, dilation 1, zero padding on each side.
+    Output H = (H + 2 * padding[0] - KH) // stride[0] + 1, and W likewise.
+
+        %y = ln.conv2d %x, %w {padding = array<i64: 0, 0>, stride = array<i64: 1, 1>}
+               : tensor<2x3x8x8xf32>, tensor<4x3x3x3xf32>                 // tensor<2x4x6x6xf32>
+    """
+
+    name = "ln.conv2d"
+    x = operand_def(TensorType)
+    w = operand_def(TensorType)
+    stride = prop_def(DenseArrayBase)
+    padding = prop_def(DenseArrayBase)
+
+    def __init__(
+        self,
+        x: Operand,
+        w: Operand,
+        stride: int | Sequence[int] = (1, 1),
+        padding: int | Sequence[int] = (0, 0),
+    ):
+        super().__init__(x, w, stride=ints_prop(_pair(stride)), padding=ints_prop(_pair(padding)))
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        x, w = operand_types
+        _want_float(cls.name, "input", x)
+        n, c, h, wd = _want_rank(cls.name, "input", x, 4)
+        o, cw, kh, kw = _want_rank(cls.name, "weight", w, 4)
+        if elt(w) != elt(x):
+            raise VerifyException(
+                f"'{cls.name}': input {x} and weight {w} have different element types"
+            )
+        if cw != c:
+            raise VerifyException(
+                f"'{cls.name}': input {x} has {c} channels but weight {w} expects {cw}"
+            )
+        sh, sw = _pair_prop(cls.name, props, "stride", 1)
+        ph, pw = _pair_prop(cls.name, props, "padding", 0)
+        oh = _window_extent(cls.name, x, h, kh, sh, ph, "height")
+        ow = _window_extent(cls.name, x, wd, kw, sw, pw, "width")
+        return tensor((n, o, oh, ow), elt(x))
+
+    def evaluate(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        stride = _pair(get_ints(self.properties, "stride"))
+        padding = _pair(get_ints(self.properties, "padding"))
+        cols = _windows(x, (w.shape[2], w.shape[3]), stride, padding, 0.0)
+        # im2col: contract channels and the kernel window -> [N, OH, OW, O].
+        out = np.tensordot(cols, w, axes=([1, 4, 5], [1, 2, 3]))
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+class _Pool2dOp(LnOp):
+    """Shared rule of 2-D pooling over NCHW input: a KH x KW window moved by
+    `stride`, after padding each side by `padding` (at most half the kernel, so
+    every window overlaps the input)."""
+
+    x = operand_def(TensorType)
+    kernel = prop_def(DenseArrayBase)
+    stride = prop_def(DenseArrayBase)
+    padding = prop_def(DenseArrayBase)
+
+    def __init__(
+        self,
+        x: Operand,
+        kernel: int | Sequence[int] = (2, 2),
+        stride: int | Sequence[int] | None = None,
+        padding: int | Sequence[int] = (0, 0),
+    ):
+        """`stride=None` moves the window by its own size."""
+        k = _pair(kernel)
+        s = k if stride is None else _pair(stride)
+        super().__init__(
+            x, kernel=ints_prop(k), stride=ints_prop(s), padding=ints_prop(_pair(padding))
+        )
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 1)
+        (x,) = operand_types
+        _want_float(cls.name, "input", x)
+        n, c, h, w = _want_rank(cls.name, "input", x, 4)
+        kh, kw = _pair_prop(cls.name, props, "kernel", 1)
+        sh, sw = _pair_prop(cls.name, props, "stride", 1)
+        ph, pw = _pair_prop(cls.name, props, "padding", 0)
+        if 2 * ph > kh or 2 * pw > kw:
+            raise VerifyException(
+                f"'{cls.name}': padding {format_shape((ph, pw))} exceeds half the kernel "
+                f"{format_shape((kh, kw))}"
+            )
+        oh = _window_extent(cls.name, x, h, kh, sh, ph, "height")
+        ow = _window_extent(cls.name, x, w, kw, sw, pw, "width")
+        return tensor((n, c, oh, ow), elt(x))
+
+    def window_args(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+        return (
+            _pair(get_ints(self.properties, "kernel")),
+            _pair(get_ints(self.properties, "stride")),
+            _pair(get_ints(self.properties, "padding")),
+        )
+
+
+@irdl_op_definition
+class MaxPool2dOp(_Pool2dOp):
+    """Maximum over each window; padding is -inf, so it never wins.
+
+    // tensor<1x3x4x4xf32>:
+    %y = ln.max_pool2d %x {kernel = array<i64: 2, 2>, stride = array<i64: 2, 2>,
+        padding = array<i64: 0, 0>} : tensor<1x3x8x8xf32>
+    """
+
+    name = "ln.max_pool2d"
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        kernel, stride, padding = self.window_args()
+        return _windows(x, kernel, stride, padding, -np.inf).max(axis=(4, 5))
+
+
+@irdl_op_definition
+class AvgPool2dOp(_Pool2dOp):
+    """Mean over each window. Padding counts as zeros and every window divides by
+    the full kernel area KH * KW (PyTorch's `count_include_pad=True`).
+
+    // tensor<1x3x8x8xf32>:
+    %y = ln.avg_pool2d %x {kernel = array<i64: 3, 3>, stride = array<i64: 1, 1>,
+        padding = array<i64: 1, 1>} : tensor<1x3x8x8xf32>
+    """
+
+    name = "ln.avg_pool2d"
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        kernel, stride, padding = self.window_args()
+        total = _windows(x, kernel, stride, padding, 0.0).sum(axis=(4, 5))
+        return total / x.dtype.type(kernel[0] * kernel[1])
+
+
+# --- dropout ------------------------------------------------------------------------------
+
+_GOLDEN_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def splitmix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64 (Steele, Lea and Flood 2014): the output of the generator whose
+    state is `z`, elementwise over a uint64 array, in wrapping 64-bit arithmetic:
+
+        z = z + 0x9E3779B97F4A7C15
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+        return z ^ (z >> 31)
+
+    The backends reproduce it bit for bit (so `ln.dropout` masks agree across
+    backends); splitmix64(0) == 0xE220A8397B1DCDAF.
+    """
+    z = np.asarray(z, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + _GOLDEN_GAMMA
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def dropout_keep(seed: int | np.integer | np.ndarray, size: int, rate: float) -> np.ndarray:
+    """The keep mask of `ln.dropout` over `size` elements in row-major order:
+    element i is kept iff u(seed, i) >= rate, where
+
+        u(seed, i) = (splitmix64(uint64(seed) * 0x9E3779B97F4A7C15 + i) >> 40) / 2**24
+
+    in wrapping uint64 arithmetic (a negative seed is taken as its two's
+    complement); u lies in [0, 1) on a grid of 2**-24 and is compared in double
+    precision.
+    """
+    s = np.asarray(seed, dtype=np.int64).reshape(()).view(np.uint64)
+    with np.errstate(over="ignore"):
+        z = s * _GOLDEN_GAMMA + np.arange(size, dtype=np.uint64)
+    u = (splitmix64(z) >> np.uint64(40)).astype(np.float64) / float(2**24)
+    return u >= rate
+
+
+@irdl_op_definition
+class DropoutOp(LnOp):
+    """Inverted dropout with a deterministic mask: drop each element with
+    probability `rate` and scale the kept ones by 1 / (1 - rate), so the
+    expectation is unchanged. The mask depends only on the rank-0 i64 `seed`
+    and the element's row-major position (see `dropout_keep`); the scale is
+    computed in double precision, then rounded to the element type.
+
+        %y = ln.dropout %x, %seed {rate = 5.000000e-01 : f64} : tensor<4x8xf32>, tensor<i64>
+    """
+
+    name = "ln.dropout"
+    x = operand_def(TensorType)
+    seed = operand_def(TensorType)
+    rate = prop_def(FloatAttr)
+
+    def __init__(self, x: Operand, seed: Operand, rate: float = 0.5):
+        super().__init__(x, seed, rate=float_prop(rate))
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        x, seed = operand_types
+        _want_float(cls.name, "operand", x)
+        if seed != tensor((), i64):
+            raise VerifyException(f"'{cls.name}': seed must be tensor<i64>, got {seed}")
+        rate = get_float(props, "rate")
+        if not 0.0 <= rate < 1.0:
+            raise VerifyException(f"'{cls.name}': rate {rate} must be in [0, 1)")
+        return x
+
+    def evaluate(self, x: np.ndarray, seed: np.ndarray) -> np.ndarray:
+        rate = get_float(self.properties, "rate")
+        keep = dropout_keep(seed, x.size, rate).reshape(x.shape)
+        scale = x.dtype.type(1.0 / (1.0 - rate))
+        return np.where(keep, x * scale, x.dtype.type(0))
+
+
+NN_OPS = [
+    SoftmaxOp,
+    LogSoftmaxOp,
+    NllLossOp,
+    CrossEntropyOp,
+    Conv2dOp,
+    MaxPool2dOp,
+    AvgPool2dOp,
+    DropoutOp,
+]

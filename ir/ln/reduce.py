@@ -1,0 +1,145 @@
+"""`ln` reductions: sum, mean and max over a set of axes.
+
+The reduced axes are a property, always spelled out: non-negative, sorted and
+unique. Python's "all axes" (`axes=None`) is expanded by the constructor, so an
+empty `axes` means "reduce nothing" (the identity; it is what "all axes" becomes
+on a rank-0 tensor), never "reduce everything".
+
+    %s = ln.sum %x {axes = array<i64: 0, 1>} : tensor<2x3xf32>               // tensor<f32>
+    %m = ln.mean %x {axes = array<i64: 1>, keepdims} : tensor<2x3xf32>       // tensor<2x1xf32>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+from xdsl.dialects.builtin import DenseArrayBase, TensorType, UnitAttr
+from xdsl.ir import Attribute, SSAValue
+from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def, opt_prop_def, prop_def
+from xdsl.utils.exceptions import VerifyException
+
+from lanterna.ir.ln.base import LnOp, Props, get_flag, get_ints, ints_prop, want_arity
+from lanterna.ir.types import elt, expect_tensor, format_shape, is_bool, is_float, shape_of, tensor
+
+
+def normalize_axes(op_name: str, axes: int | Sequence[int] | None, rank: int) -> tuple[int, ...]:
+    """Python-style axes (None = all, negative counts from the end) in canonical form."""
+    if axes is None:
+        return tuple(range(rank))
+    if isinstance(axes, int):
+        axes = (axes,)
+    out: list[int] = []
+    for a in axes:
+        if not -rank <= a < rank:
+            raise VerifyException(f"'{op_name}': axis {a} is out of range for rank {rank}")
+        out.append(a % rank)
+    if len(set(out)) != len(out):
+        raise VerifyException(f"'{op_name}': axes {format_shape(tuple(axes))} repeat an axis")
+    return tuple(sorted(out))
+
+
+class ReduceOp(LnOp):
+    """Shared rule of the reductions: drop (or keep as 1) the dimensions in `axes`."""
+
+    x = operand_def(TensorType)
+    axes = prop_def(DenseArrayBase)
+    keepdims = opt_prop_def(UnitAttr)
+
+    # mean divides, so it needs floats; the others also take i32 and i64.
+    FLOAT_ONLY: ClassVar[bool] = False
+    # max has no identity element, so it cannot reduce an empty extent.
+    NEEDS_ELEMENTS: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        x: SSAValue | IRDLOperation,
+        axes: int | Sequence[int] | None = None,
+        keepdims: bool = False,
+    ):
+        value = SSAValue.get(x)
+        t = expect_tensor(self.name, "operand", value.type)
+        props: dict[str, Attribute] = {
+            "axes": ints_prop(normalize_axes(self.name, axes, len(shape_of(t))))
+        }
+        if keepdims:
+            props["keepdims"] = UnitAttr()
+        super().__init__(value, **props)
+
+    @classmethod
+    def infer_type(
+        cls, operand_types: Sequence[Attribute], props: Props, result_type: Attribute | None
+    ) -> TensorType:
+        want_arity(cls.name, operand_types, 1)
+        (t,) = operand_types
+        e = elt(t)
+        if is_bool(e) or (cls.FLOAT_ONLY and not is_float(e)):
+            kind = "a float" if cls.FLOAT_ONLY else "a numeric"
+            raise VerifyException(f"'{cls.name}': operand must have {kind} element type, got {e}")
+        shape = shape_of(t)
+        axes = get_ints(props, "axes")
+        if any(not 0 <= a < len(shape) for a in axes) or list(axes) != sorted(set(axes)):
+            raise VerifyException(
+                f"'{cls.name}': axes {format_shape(axes)} must be sorted, unique and in "
+                f"[0, {len(shape)}) for operand {t}"
+            )
+        if cls.NEEDS_ELEMENTS:
+            for a in axes:
+                if shape[a] == 0:
+                    raise VerifyException(
+                        f"'{cls.name}': cannot reduce axis {a} of operand {t}: it has no elements"
+                    )
+        keep = get_flag(props, "keepdims")
+        out = [1 if i in axes else d for i, d in enumerate(shape) if keep or i not in axes]
+        return tensor(out, e)
+
+    def reduce_args(self) -> tuple[tuple[int, ...], bool]:
+        return get_ints(self.properties, "axes"), get_flag(self.properties, "keepdims")
+
+
+@irdl_op_definition
+class SumOp(ReduceOp):
+    """Sum over `axes` (f32, f64, i32, i64; accumulates in the element type).
+
+    %s = ln.sum %x {axes = array<i64: 1>} : tensor<2x3xf32>     // tensor<2xf32>
+    """
+
+    name = "ln.sum"
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        axes, keep = self.reduce_args()
+        return np.asarray(np.sum(x, axis=axes, keepdims=keep, dtype=x.dtype))
+
+
+@irdl_op_definition
+class MeanOp(ReduceOp):
+    """Arithmetic mean over `axes` (floats only).
+
+    %m = ln.mean %x {axes = array<i64: 0, 1>} : tensor<2x3xf64>   // tensor<f64>
+    """
+
+    name = "ln.mean"
+    FLOAT_ONLY: ClassVar[bool] = True
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        axes, keep = self.reduce_args()
+        return np.asarray(np.mean(x, axis=axes, keepdims=keep, dtype=x.dtype))
+
+
+@irdl_op_definition
+class MaxOp(ReduceOp):
+    """Maximum over `axes` (f32, f64, i32, i64); the reduced extents must be non-empty.
+
+    %m = ln.max %x {axes = array<i64: 0>, keepdims} : tensor<2x3xi32>  // tensor<1x3xi32>
+    """
+
+    name = "ln.max"
+    NEEDS_ELEMENTS: ClassVar[bool] = True
+
+    def evaluate(self, x: np.ndarray) -> np.ndarray:
+        axes, keep = self.reduce_args()
+        return np.asarray(np.max(x, axis=axes, keepdims=keep))
+
+
+REDUCE_OPS = [SumOp, MeanOp, MaxOp]

@@ -1,0 +1,260 @@
+"""`lanterna-opt`: run passes over textual IR from the command line, like `mlir-opt`.
+
+    lanterna-opt input.mlir -p "cse,dce"
+    lanterna-opt - -p "canonicalize" --print-ir-after-all < input.mlir
+    lanterna-opt input.mlir -t mlir-generic -o out.mlir
+
+It parses the input with every lanterna dialect loaded, verifies it, runs the
+pipeline (verifying after each pass unless `--no-verify-each`), and writes the
+result through an output target (`-t`). Diagnostics go to stderr as
+`file:line:col: error: message`; exit status 1 means the input or a pass
+failed, 2 a bad command line (an unknown pass, bad options).
+
+Also runnable as `python -m lanterna.passes.opt_main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from xdsl.context import Context
+from xdsl.dialects.builtin import ModuleOp
+from xdsl.ir import Operation
+from xdsl.parser import Parser
+from xdsl.utils.exceptions import ParseError, VerifyException
+from xdsl.utils.lexer import Span
+
+from lanterna.backends import available_backends, get_backend
+from lanterna.errors import PipelineError
+from lanterna.ir.context import make_context
+from lanterna.passes.registry import (
+    available_passes,
+    available_targets,
+    describe_options,
+    get_target,
+    parse_pipeline,
+    pass_names,
+    pass_summary,
+    run_pipeline,
+)
+
+PROG = "lanterna-opt"
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the input does not parse or verify, or a pass failed
+EXIT_USAGE = 2  # the command line names something unknown (argparse uses 2 too)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    names = ", ".join(pass_names())
+    ap = argparse.ArgumentParser(
+        prog=PROG,
+        description="Run lanterna passes over textual IR.",
+        epilog=(
+            f"passes: {names} (--list-passes describes them)\n"
+            f"targets: {', '.join(available_targets())}"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("input", nargs="?", default="-", help="input IR file, or - for stdin")
+    ap.add_argument(
+        "-p",
+        "--passes",
+        default="",
+        metavar="PIPELINE",
+        help='passes to run, e.g. "canonicalize,cse,my-pass{opt=1 flag=true}"',
+    )
+    ap.add_argument(
+        "--print-ir-after-all",
+        action="store_true",
+        help="print the IR to stderr after every pass, under a header naming the pass",
+    )
+    ap.add_argument(
+        "--verify-each",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="verify the IR after every pass (default: on)",
+    )
+    ap.add_argument(
+        "-t",
+        "--target",
+        default="mlir",
+        help=f"output format: {', '.join(available_targets())} (default: mlir)",
+    )
+    ap.add_argument("-o", "--output", metavar="FILE", help="write the output here, not stdout")
+    ap.add_argument(
+        "--list-passes",
+        action="store_true",
+        help="describe every registered pass and each backend's default pipeline, then exit",
+    )
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `lanterna-opt` with `argv` (default: the process's arguments); returns
+    the exit status."""
+    try:
+        args = build_arg_parser().parse_args(argv)
+        if args.list_passes:
+            sys.stdout.write(list_passes())
+            return EXIT_OK
+        passes = parse_pipeline(args.passes)
+        target = get_target(args.target)
+    except SystemExit as e:  # --help, or a usage error argparse already printed
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    except PipelineError as e:  # also a plugin that fails to load
+        return _error(str(e), EXIT_USAGE)
+
+    name = "<stdin>" if args.input == "-" else args.input
+    try:
+        if args.input == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.input, encoding="utf-8") as f:
+                text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        return _error(f"cannot read '{name}': {e}", EXIT_FAILED)
+
+    ctx = make_context()
+    parser = _LocatingParser(ctx, text, name)
+    try:
+        # xDSL rejects an input without ops; mlir-opt reads it as an empty module.
+        module = parser.parse_module() if _has_code(text) else ModuleOp([])
+    except ParseError as e:
+        return _diagnostic(_format_parse_error(e))
+
+    try:
+        module.verify()
+    except VerifyException as e:
+        return _diagnostic(_format_verify_error(module, parser, e, name))
+
+    try:
+        run_pipeline(
+            module,
+            passes,
+            verify_each=args.verify_each,
+            print_after_all=sys.stderr if args.print_ir_after_all else None,
+            ctx=ctx,
+        )
+    except PipelineError as e:
+        return _diagnostic(f"{name}: error: {e}" + _notes(e.__cause__))
+
+    output = target(module)
+    if args.output is None:
+        sys.stdout.write(output)
+        return EXIT_OK
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(output)
+    except OSError as e:
+        return _error(f"cannot write '{args.output}': {e}", EXIT_FAILED)
+    return EXIT_OK
+
+
+def list_passes() -> str:
+    """The text of `--list-passes`."""
+    passes = available_passes()
+    width = max(len(n) for n in passes)
+    lines = ["passes:"]
+    for name, cls in passes.items():
+        lines.append(f"  {name:<{width}}  {pass_summary(cls)}")
+        if dataclasses.fields(cls):
+            lines.append(f"  {'':<{width}}  {describe_options(cls)}")
+    lines.append("default pipelines:")
+    pipelines = {b: get_backend(b).default_pipeline for b in available_backends()}
+    bwidth = max((len(b) for b in pipelines), default=0)
+    lines += [f"  {b:<{bwidth}}  {p or '(no passes)'}" for b, p in pipelines.items()]
+    lines.append(f"targets: {', '.join(available_targets())}")
+    return "\n".join(lines) + "\n"
+
+
+# --- diagnostics ---------------------------------------------------------------------------
+
+
+class _LocatingParser(Parser):
+    """A parser that remembers where each op's text starts, so a verifier failure
+    after parsing can point at the op's line and column. An attribute that fails
+    its own verification while being parsed becomes a ParseError at its op."""
+
+    def __init__(self, ctx: Context, text: str, name: str):
+        super().__init__(ctx, text, name)
+        self.op_spans: dict[Operation, Span[str]] = {}
+
+    def parse_operation(self) -> Operation:
+        start = self.pos
+        try:
+            op = super().parse_operation()
+        except VerifyException as e:
+            raise ParseError(self._first_line(start), str(e)) from e
+        self.op_spans[op] = self._first_line(start)
+        return op
+
+    def _first_line(self, start: int) -> Span[str]:
+        # Underline up to here, on the op's first line only: a region op spans many.
+        src = self.lexer.input
+        end = min(self.pos, src.get_end_of_line(start))
+        return Span(start, max(end, start + 1), src)
+
+
+def _has_code(text: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("//") for line in text.splitlines())
+
+
+def _format_at(span: Span[str], message: str) -> str:
+    """`file:line:col: error: message`, then the source line with carets under the span."""
+    # print_with_context's first line is the bare location; the rest is the excerpt.
+    excerpt = span.print_with_context(None).split("\n", 1)[1]
+    return f"{span.get_location()}: error: {message}\n{excerpt}"
+
+
+def _format_parse_error(e: ParseError) -> str:
+    return _format_at(e.span, e.msg)  # type: ignore[arg-type]
+
+
+def _format_verify_error(
+    module: ModuleOp, parser: _LocatingParser, e: VerifyException, name: str
+) -> str:
+    op = _failing_op(module, str(e))
+    span = parser.op_spans.get(op) if op is not None else None
+    message = str(e)
+    if op is not None and op.name not in message:
+        message = f"'{op.name}' op {message}"
+    if span is None:
+        return f"{name}: error: {message}" + _notes(e)
+    return _format_at(span, message)
+
+
+def _failing_op(module: ModuleOp, message: str) -> Operation | None:
+    """The op whose own verifier raises `message` (else the first that fails)."""
+    first: Operation | None = None
+    for op in module.walk(region_first=True):
+        try:
+            op.verify(verify_nested_ops=False)
+        except VerifyException as e:
+            if str(e) == message:
+                return op
+            first = first or op
+    return first
+
+
+def _notes(e: BaseException | None) -> str:
+    """xDSL attaches the IR with the failing op marked as exception notes."""
+    notes = getattr(e, "__notes__", None) or []
+    return "".join("\n" + n.rstrip() for n in notes)
+
+
+def _diagnostic(text: str) -> int:
+    sys.stderr.write(text.rstrip() + "\n")
+    return EXIT_FAILED
+
+
+def _error(message: str, status: int) -> int:
+    sys.stderr.write(f"{PROG}: error: {message}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

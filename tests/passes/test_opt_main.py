@@ -1,0 +1,297 @@
+"""`lanterna-opt`: IR in, IR out, and every user-facing error it reports."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from xdsl.context import Context
+from xdsl.dialects import func
+from xdsl.dialects.builtin import IntegerAttr, ModuleOp, i64
+from xdsl.passes import ModulePass
+
+from lanterna.backends import available_backends
+from lanterna.ir import parse_module, print_ir
+from lanterna.passes import available_passes, register_pass
+from lanterna.passes.opt_main import main
+
+INPUTS = Path(__file__).parent / "inputs"
+CSE_DCE = INPUTS / "cse_dce.mlir"
+CELLS = INPUTS / "cells.mlir"
+MALFORMED = INPUTS / "malformed.mlir"
+INVALID_RESET = INPUTS / "invalid_reset.mlir"
+
+
+@register_pass
+@dataclass(frozen=True)
+class CountOps(ModulePass):
+    """Records how many ops of one dialect the module holds, as a module attribute."""
+
+    name = "test-count-ops"
+    dialect: str = "ln"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        n = sum(1 for o in op.walk() if o.name.startswith(self.dialect + "."))
+        op.attributes["test.count"] = IntegerAttr(n, i64)
+
+
+@register_pass
+@dataclass(frozen=True)
+class BreakReturn(ModulePass):
+    """Erases every func.return, leaving blocks without a terminator."""
+
+    name = "test-break-return"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for ret in [o for o in op.walk() if isinstance(o, func.ReturnOp)]:
+            ret.detach()
+            ret.erase()
+
+
+def opt(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def reparse(text: str) -> ModuleOp:
+    module = parse_module(text)
+    module.verify()
+    return module
+
+
+# --- IR in, IR out -------------------------------------------------------------------------
+
+
+def test_without_passes_the_module_round_trips(capsys):
+    rc, out, err = opt(capsys, CSE_DCE)
+    assert (rc, err) == (0, "")
+    assert out == print_ir(parse_module(CSE_DCE.read_text())) + "\n"
+
+
+def test_cse_merges_the_duplicated_add(capsys):
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "cse")
+    assert rc == 0
+    assert out.count("ln.add") == 1
+    assert "%z = ln.mul %x, %x" in out
+
+
+def test_dce_removes_the_unused_exp_only(capsys):
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "dce")
+    assert rc == 0
+    assert "ln.exp" not in out
+    assert out.count("ln.add") == 2
+
+
+def test_cse_dce_keeps_cells_and_continuations(capsys):
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "cse,dce")
+    assert rc == 0
+    assert "ln.exp" not in out and out.count("ln.add") == 1
+    # The cell is only written to, never read, yet ad.accum has an effect.
+    assert "%cell = ad.zero_like %z" in out
+    assert "ad.accum %cell, %z" in out
+    for op in ("cont.reset", "cont.shift", "cont.resume", "cont.yield"):
+        assert op in out
+    reparse(out)
+
+
+def test_cse_respects_cell_effects(capsys):
+    rc, out, _ = opt(capsys, CELLS, "-p", "cse")
+    assert rc == 0
+    # Two cells of the same value are two cells.
+    assert out.count("ad.zero_like %a") == 2
+    # Loads around an accum into the cell stay apart; back-to-back loads merge.
+    assert out.count("ad.load %c1") == 2
+    assert "%t = ln.add %s, %l2 " in out
+
+
+def test_user_pass_runs_by_name_with_an_option(capsys):
+    assert "test-count-ops" in available_passes()
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "test-count-ops")
+    assert rc == 0 and "test.count = 4 : i64" in out  # 2 add, exp, mul
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "test-count-ops{dialect=ad}")
+    assert rc == 0 and "test.count = 2 : i64" in out  # zero_like, accum
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "cse,dce,test-count-ops{dialect=ln}")
+    assert rc == 0 and "test.count = 2 : i64" in out  # add, mul
+
+
+def test_print_ir_after_all_has_a_header_per_pass(capsys):
+    rc, out, err = opt(
+        capsys, CSE_DCE, "-p", "cse,test-count-ops{dialect=cont}", "--print-ir-after-all"
+    )
+    assert rc == 0
+    first = err.index("// -----// IR Dump After cse //----- //")
+    second = err.index('// -----// IR Dump After test-count-ops{dialect="cont"} //----- //')
+    assert first < second
+    # reset, shift, resume and two yields
+    assert "test.count" not in err[first:second] and "test.count = 5" in err[second:]
+    # The dumps go to stderr; stdout holds only the result.
+    assert out.count("builtin.module") == 1 and "IR Dump" not in out
+
+
+def test_output_file(capsys, tmp_path):
+    dest = tmp_path / "out.mlir"
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "dce", "-o", dest)
+    assert (rc, out) == (0, "")
+    assert "ln.exp" not in dest.read_text()
+    reparse(dest.read_text())
+
+
+def test_generic_target_reparses_to_the_same_module(capsys):
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "cse", "-t", "mlir-generic")
+    assert rc == 0
+    assert '"ln.add"(%a, %b)' in out and '"cont.reset"()' in out
+    _, custom, _ = opt(capsys, CSE_DCE, "-p", "cse")
+    assert print_ir(reparse(out)) + "\n" == custom
+
+
+def test_stdin(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CSE_DCE.read_text()))
+    rc, out, _ = opt(capsys, "-", "-p", "dce")
+    assert rc == 0 and "ln.exp" not in out
+
+
+def test_empty_input_is_an_empty_module(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("// nothing here\n"))
+    rc, out, _ = opt(capsys, "-p", "cse")
+    assert rc == 0 and out.startswith("builtin.module {")
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_malformed_ir_points_at_file_line_col(capsys):
+    rc, out, err = opt(capsys, MALFORMED, "-p", "cse")
+    assert rc == 1 and out == ""
+    assert err.startswith(f"{MALFORMED}:4:19: error: operand is used with type tensor<4xf32>")
+    assert "%y = ln.add %x, %a" in err  # the offending line is quoted
+    assert "Traceback" not in err
+
+
+def test_malformed_ir_on_stdin_is_named_stdin(capsys, monkeypatch):
+    text = "func.func @f(%a: tensor<3xf32>) {\n  %x = ln.exp %a : tensor<4xf32>\n}\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    rc, _, err = opt(capsys, "-")
+    assert rc == 1
+    assert err.startswith("<stdin>:2:15: error: operand is used with type tensor<4xf32>")
+    assert "Traceback" not in err
+
+
+def test_bad_attribute_in_ir_is_a_located_error(capsys, monkeypatch):
+    text = 'func.func @f(%a: tensor<3xf32>) {\n  %c = "ad.zero_like"(%a) : (tensor<3xf32>) -> !ad.cell<i32>\n  func.return\n}\n'
+    monkeypatch.setattr(sys, "stdin", io.StringIO(text))
+    rc, _, err = opt(capsys, "-")
+    assert rc == 1
+    assert err.startswith("<stdin>:2:3: error: !ad.cell holds a tensor type, got i32")
+
+
+def test_ir_that_fails_a_verifier_names_the_op(capsys):
+    rc, out, err = opt(capsys, INVALID_RESET)
+    assert rc == 1 and out == ""
+    assert err.startswith(
+        f"{INVALID_RESET}:4:3: error: 'cont.reset': body yields (tensor<3xf32>) "
+        "but the reset's result is (tensor<f32>)"
+    )
+    assert "Traceback" not in err
+
+
+def test_verify_each_names_the_pass_that_broke_the_ir(capsys):
+    rc, out, err = opt(capsys, CSE_DCE, "-p", "cse,test-break-return")
+    assert rc == 1 and out == ""
+    assert "the IR after pass 'test-break-return' does not verify" in err
+    assert "Traceback" not in err
+    rc, out, _ = opt(capsys, CSE_DCE, "-p", "cse,test-break-return", "--no-verify-each")
+    assert rc == 0 and "func.return" not in out
+
+
+def test_unknown_pass_lists_the_known_ones(capsys):
+    rc, out, err = opt(capsys, CSE_DCE, "-p", "cse,no-such-pass")
+    assert rc == 2 and out == ""
+    assert "unknown pass 'no-such-pass'" in err
+    for name in available_passes():
+        assert name in err
+
+
+def test_bad_pass_option(capsys):
+    rc, _, err = opt(capsys, CSE_DCE, "-p", "test-count-ops{dialekt=ln}")
+    assert rc == 2
+    assert "bad options for pass 'test-count-ops'" in err
+    assert 'dialect: str = "ln"' in err
+
+
+def test_unknown_target(capsys):
+    rc, _, err = opt(capsys, CSE_DCE, "-t", "fortran")
+    assert rc == 2 and "unknown target 'fortran'; known targets: mlir, mlir-generic" in err
+
+
+def test_missing_input_file(capsys, tmp_path):
+    rc, _, err = opt(capsys, tmp_path / "absent.mlir")
+    assert rc == 1 and "cannot read" in err and "absent.mlir" in err
+
+
+# --- listings ------------------------------------------------------------------------------
+
+
+def test_list_passes(capsys):
+    rc, out, _ = opt(capsys, "--list-passes")
+    assert rc == 0
+    lines = out.splitlines()
+    assert lines[0] == "passes:"
+    for name in available_passes():
+        assert any(line.split()[:1] == [name] for line in lines), name
+    assert any("test-count-ops" in line and "Records how many ops" in line for line in lines)
+    assert "options of 'test-count-ops': dialect: str = \"ln\"" in out
+    pipelines = out[out.index("default pipelines:") : out.index("targets:")]
+    for backend in available_backends():
+        assert f"  {backend} " in pipelines, backend
+    assert "targets: mlir, mlir-generic" in out
+
+
+def test_help_lists_pass_names(capsys):
+    rc, out, _ = opt(capsys, "--help")
+    assert rc == 0
+    assert "--print-ir-after-all" in out and "--no-verify-each" in out
+    assert "passes: canonicalize, cse, dce" in out
+
+
+# --- the installed entry points ------------------------------------------------------------
+
+
+def console_script() -> Path:
+    script = Path(sys.executable).parent / "lanterna-opt"
+    assert script.exists(), f"{script} is missing: install the package (pip install -e .)"
+    return script
+
+
+def test_console_script(tmp_path):
+    result = subprocess.run(
+        [console_script(), CSE_DCE, "-p", "cse,dce"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ln.add") == 1 and "ln.exp" not in result.stdout
+
+    bad = subprocess.run([console_script(), MALFORMED], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith(f"{MALFORMED}:4:19: error:")
+    assert "Traceback" not in bad.stderr
+
+
+def test_python_dash_m(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lanterna.passes.opt_main", "-", "-p", "dce"],
+        input=CSE_DCE.read_text(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ln.exp" not in result.stdout and result.stderr == ""
