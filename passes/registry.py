@@ -42,7 +42,7 @@ from xdsl.transforms.dead_code_elimination import DeadCodeElimination
 from xdsl.utils.arg_spec import parse_pipeline as parse_pipeline_specs
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
-from lanterna.errors import PipelineError
+from lanterna.errors import LanternaError, PipelineError
 from lanterna.ir.context import make_context, print_ir
 
 ENTRY_POINT_GROUP = "lanterna.passes"
@@ -399,7 +399,8 @@ def run_pipeline(
     for p in pipeline:
         try:
             p.apply(ctx, module)
-        except DiagnosticException as e:
+        except (DiagnosticException, LanternaError) as e:
+            # A pass that rejects its input (ours raise LanternaError subclasses).
             raise PipelineError(f"pass '{p}' failed: {e}") from e
         except Exception as e:
             e.add_note(f"while running pass '{p}'")

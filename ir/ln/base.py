@@ -40,6 +40,7 @@ from xdsl.printer import Printer
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule
 from lanterna.ir.types import expect_tensor, format_shape, shape_of
 
 Props = Mapping[str, Attribute]
@@ -127,6 +128,11 @@ class LnOp(IRDLOperation):
     def evaluate(self, *args: np.ndarray) -> np.ndarray:
         """Reference semantics in numpy."""
         raise NotImplementedError(f"{self.name} has no reference semantics")
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        """Reverse-mode rule: accumulate `ab.grad` pulled back into each operand
+        (see `lanterna.ir.ln.adjoint`)."""
+        raise MissingAdjointRule(f"'{self.name}' has no adjoint rule")
 
     # --- construction --------------------------------------------------------------------
 

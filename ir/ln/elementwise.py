@@ -180,6 +180,10 @@ class AddOp(BinaryOp):
     name = "ln.add"
     numpy_fn = staticmethod(np.add)
 
+    def adjoint(self, ab):
+        ab.accum(0, ab.grad)
+        ab.accum(1, ab.grad)
+
 
 @irdl_op_definition
 class SubOp(BinaryOp):
@@ -188,6 +192,11 @@ class SubOp(BinaryOp):
     name = "ln.sub"
     numpy_fn = staticmethod(np.subtract)
 
+    def adjoint(self, ab):
+        ab.accum(0, ab.grad)
+        if ab.wants(1):
+            ab.accum(1, ab.neg(ab.grad))
+
 
 @irdl_op_definition
 class MulOp(BinaryOp):
@@ -195,6 +204,13 @@ class MulOp(BinaryOp):
 
     name = "ln.mul"
     numpy_fn = staticmethod(np.multiply)
+
+    def adjoint(self, ab):
+        a, b = ab.operands
+        if ab.wants(0):
+            ab.accum(0, ab.mul(ab.grad, b))
+        if ab.wants(1):
+            ab.accum(1, ab.mul(ab.grad, a))
 
 
 @irdl_op_definition
@@ -205,6 +221,14 @@ class DivOp(BinaryOp):
     FLOAT_ONLY: ClassVar[bool] = True
     numpy_fn = staticmethod(np.divide)
 
+    def adjoint(self, ab):
+        _, b = ab.operands
+        if ab.wants(0):
+            ab.accum(0, ab.div(ab.grad, b))
+        if ab.wants(1):
+            # d(a/b)/db = -(a/b)/b
+            ab.accum(1, ab.neg(ab.div(ab.mul(ab.grad, ab.result), b)))
+
 
 @irdl_op_definition
 class MaximumOp(BinaryOp):
@@ -213,6 +237,11 @@ class MaximumOp(BinaryOp):
     name = "ln.maximum"
     numpy_fn = staticmethod(np.maximum)
 
+    def adjoint(self, ab):
+        # Ties send the whole adjoint to lhs (a subgradient).
+        a, b = ab.operands
+        _route_by_mask(ab, ab.emit(GeOp(a, b)))
+
 
 @irdl_op_definition
 class MinimumOp(BinaryOp):
@@ -220,6 +249,10 @@ class MinimumOp(BinaryOp):
 
     name = "ln.minimum"
     numpy_fn = staticmethod(np.minimum)
+
+    def adjoint(self, ab):
+        a, b = ab.operands
+        _route_by_mask(ab, ab.emit(LeOp(a, b)))
 
 
 class CompareOp(BinaryOp):
@@ -313,6 +346,9 @@ class NegOp(UnaryOp):
     FLOAT_ONLY: ClassVar[bool] = False
     apply = staticmethod(np.negative)
 
+    def adjoint(self, ab):
+        ab.accum(0, ab.neg(ab.grad))
+
 
 @irdl_op_definition
 class AbsOp(UnaryOp):
@@ -322,6 +358,13 @@ class AbsOp(UnaryOp):
     FLOAT_ONLY: ClassVar[bool] = False
     apply = staticmethod(np.abs)
 
+    def adjoint(self, ab):
+        # sign(x) * g, with 0 at x == 0
+        (x,) = ab.operands
+        zero = ab.const(0.0, x)
+        pos = ab.select(ab.emit(GtOp(x, zero)), ab.grad, zero)
+        ab.accum(0, ab.select(ab.emit(LtOp(x, zero)), ab.neg(ab.grad), pos))
+
 
 @irdl_op_definition
 class ExpOp(UnaryOp):
@@ -329,6 +372,9 @@ class ExpOp(UnaryOp):
 
     name = "ln.exp"
     apply = staticmethod(np.exp)
+
+    def adjoint(self, ab):
+        ab.accum(0, ab.mul(ab.grad, ab.result))
 
 
 @irdl_op_definition
@@ -338,6 +384,9 @@ class LogOp(UnaryOp):
     name = "ln.log"
     apply = staticmethod(np.log)
 
+    def adjoint(self, ab):
+        ab.accum(0, ab.div(ab.grad, ab.operands[0]))
+
 
 @irdl_op_definition
 class TanhOp(UnaryOp):
@@ -346,6 +395,11 @@ class TanhOp(UnaryOp):
     name = "ln.tanh"
     apply = staticmethod(np.tanh)
 
+    def adjoint(self, ab):
+        y = ab.result
+        one = ab.const(1.0, y)
+        ab.accum(0, ab.mul(ab.grad, ab.sub(one, ab.mul(y, y))))
+
 
 @irdl_op_definition
 class SqrtOp(UnaryOp):
@@ -353,6 +407,10 @@ class SqrtOp(UnaryOp):
 
     name = "ln.sqrt"
     apply = staticmethod(np.sqrt)
+
+    def adjoint(self, ab):
+        half = ab.const(0.5, ab.result)
+        ab.accum(0, ab.div(ab.mul(ab.grad, half), ab.result))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -368,6 +426,11 @@ class SigmoidOp(UnaryOp):
     name = "ln.sigmoid"
     apply = staticmethod(_sigmoid)
 
+    def adjoint(self, ab):
+        y = ab.result
+        one = ab.const(1.0, y)
+        ab.accum(0, ab.mul(ab.grad, ab.mul(y, ab.sub(one, y))))
+
 
 @irdl_op_definition
 class ReluOp(UnaryOp):
@@ -378,6 +441,11 @@ class ReluOp(UnaryOp):
     @staticmethod
     def apply(x):
         return np.maximum(x, np.zeros((), x.dtype))
+
+    def adjoint(self, ab):
+        (x,) = ab.operands
+        zero = ab.const(0.0, x)
+        ab.accum(0, ab.select(ab.emit(GtOp(x, zero)), ab.grad, zero))
 
 
 @irdl_op_definition
@@ -396,6 +464,12 @@ class PowOp(UnaryOp):
     def evaluate(self, x):
         p = get_float(self.properties, "exponent")
         return np.asarray(np.power(x, np.asarray(p, dtype=x.dtype)))
+
+    def adjoint(self, ab):
+        (x,) = ab.operands
+        p = get_float(self.properties, "exponent")
+        dx = ab.const(p, x) if p - 1 == 0 else ab.mul(ab.const(p, x), ab.emit(PowOp(x, p - 1)))
+        ab.accum(0, ab.mul(ab.grad, dx))
 
 
 # --- select and cast ----------------------------------------------------------------------
@@ -428,6 +502,14 @@ class SelectOp(LnOp):
     def evaluate(self, c, a, b):
         return np.asarray(np.where(c, a, b))
 
+    def adjoint(self, ab):
+        c, a, _ = ab.operands
+        zero = ab.const(0.0, a)
+        if ab.wants(1):
+            ab.accum(1, ab.select(c, ab.grad, zero))
+        if ab.wants(2):
+            ab.accum(2, ab.select(c, zero, ab.grad))
+
 
 @irdl_op_definition
 class CastOp(LnOp):
@@ -453,6 +535,20 @@ class CastOp(LnOp):
 
     def evaluate(self, x):
         return x.astype(to_numpy_dtype(elt(self.result.type)))
+
+    def adjoint(self, ab):
+        # Only float -> float casts are differentiated (ints carry no adjoint).
+        target = ab.operands[0].type
+        ab.accum(0, ab.emit(CastOp(ab.grad, result_type=target)))
+
+
+def _route_by_mask(ab, mask) -> None:
+    """The adjoint of maximum/minimum: lhs where `mask`, rhs elsewhere."""
+    zero = ab.const(0.0, ab.grad)
+    if ab.wants(0):
+        ab.accum(0, ab.select(mask, ab.grad, zero))
+    if ab.wants(1):
+        ab.accum(1, ab.select(mask, zero, ab.grad))
 
 
 ELEMENTWISE_OPS = [
