@@ -160,14 +160,13 @@ def enter(region: Region, env: Env, args: Values, k: Any) -> Any:
     return (BlockFrame(_ops(block), 0, inner), k)
 
 
-_OPS_CACHE: dict[Block, tuple[Operation, ...]] = {}
-
-
 def _ops(block: Block) -> tuple[Operation, ...]:
-    ops = _OPS_CACHE.get(block)
-    if ops is None or len(ops) != len(block.ops):
+    # Cached on the block for this run; `Interpreter.__init__` clears it, so IR
+    # rewritten between runs is seen afresh.
+    ops = block.__dict__.get("_lanterna_ops")
+    if ops is None:
         ops = tuple(block.ops)
-        _OPS_CACHE[block] = ops
+        block.__dict__["_lanterna_ops"] = ops
     return ops
 
 
@@ -357,6 +356,10 @@ class Interpreter:
         for op in module.ops:
             if isinstance(op, func.FuncOp):
                 self._functions[op.sym_name.data] = op
+        for op in module.walk():
+            for region in op.regions:
+                for block in region.blocks:
+                    block.__dict__.pop("_lanterna_ops", None)
 
     def function(self, name: str) -> func.FuncOp:
         try:

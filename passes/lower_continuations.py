@@ -316,7 +316,9 @@ class _Lowering:
         term.operands = list(new[-1].results)
 
     def if_to_cps(self, op: scf.IfOp, k: SSAValue, answer: list[Attribute]) -> list[Operation]:
-        regions = [op.detach_region(op.true_region), op.detach_region(op.false_region)]
+        regions = [op.true_region, op.false_region]
+        for region in regions:
+            op.detach_region(region)
         if not regions[1].blocks:
             regions[1].add_block(Block([scf.YieldOp()]))
         for region in regions:
@@ -362,8 +364,9 @@ class _Lowering:
     def while_to_cps(self, op: scf.WhileOp, k: SSAValue, answer: list[Attribute]) -> list[Operation]:
         arg_types = [a.type for a in op.arguments]
         loop_t = cont.ClosureType(arg_types, answer)
-        before = op.detach_region(op.before_region).block
-        after = op.detach_region(op.after_region).block
+        before_region, after_region = op.before_region, op.after_region
+        before = op.detach_region(before_region).block
+        after = op.detach_region(after_region).block
         lam = Block(arg_types=[loop_t, *arg_types])
         self_, *params = lam.args
         self_.name_hint = "loop"
