@@ -8,11 +8,23 @@ from lanterna.frontends.python.pytree import flatten as tree_flatten
 from lanterna.frontends.python.pytree import tree_map
 from lanterna.frontends.python.pytree import unflatten as tree_unflatten
 from lanterna.frontends.python.tracing import Tensor
+from lanterna.frontends.python.transforms import (
+    GradientCheckError,
+    check_grads,
+    grad,
+    value_and_grad,
+    vjp,
+)
 
 __all__ = [
     "Jitted",
     "Lowered",
+    "GradientCheckError",
     "Tensor",
+    "check_grads",
+    "grad",
+    "value_and_grad",
+    "vjp",
     "jit",
     "tree_flatten",
     "tree_map",

@@ -293,7 +293,12 @@ class Jitted:
                         f"'{self.fn_name}' returned a {type(leaf).__name__}; outputs must be "
                         "pytrees of arrays and numbers"
                     )
-        module = ModuleOp([tracer.finish(results)])
+        module = tracer.module
+        main = tracer.finish(results)
+        if module.body.block.first_op is None:
+            module.body.block.add_op(main)
+        else:
+            module.body.block.insert_op_before(main, module.body.block.first_op)
         module.verify()
         return Traced(module, self.fn_name, out_tree, slots)
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from xdsl.builder import Builder
 from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 from xdsl.utils.exceptions import VerifyException
@@ -47,8 +48,16 @@ class Tracer:
     """
 
     def __init__(
-        self, name: str, arg_types: Sequence[Attribute], arg_names: Sequence[str | None] = ()
+        self,
+        name: str,
+        arg_types: Sequence[Attribute],
+        arg_names: Sequence[str | None] = (),
+        parent: Tracer | None = None,
     ):
+        # Functions traced on the side (a differentiated function, a staged callee)
+        # join the root trace's module, so calls to them resolve.
+        self.module: ModuleOp = parent.module if parent is not None else ModuleOp([])
+        self.symbols: set[str] = parent.symbols if parent is not None else {name}
         self.name = name
         self.block = Block(arg_types=arg_types)
         self.builder = Builder(InsertPoint.at_end(self.block))
@@ -60,6 +69,14 @@ class Tracer:
 
     def insert(self, op: Operation) -> Operation:
         return self.builder.insert(op)
+
+    def fresh_symbol(self, base: str) -> str:
+        """A function name not yet used in this trace's module."""
+        name, n = base, 1
+        while name in self.symbols:
+            name, n = f"{base}_{n}", n + 1
+        self.symbols.add(name)
+        return name
 
     @contextlib.contextmanager
     def inserting_at(self, point: InsertPoint) -> Iterator[None]:
