@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -120,3 +122,54 @@ def test_long_loop_runs_without_python_recursion(passes_lib):
     lib.run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
     value, dx, dw = lib.run(module, "f_grad", np.array(0.3), np.array(0.5))
     assert np.isfinite(dx) and np.isfinite(dw)
+
+
+def test_recursive_tree_gradients_before_and_after(passes_lib):
+    """Recursion over a tree given as index arrays: one function serves any shape."""
+    lib = passes_lib
+    module = lib.load("ad_tree.mlir")
+    lib.run_pipeline(module, "reverse-ad{func=f argnums=0,1,2}")
+    rng = np.random.default_rng(1)
+    feat, w, u = rng.standard_normal(7), np.array(0.7), np.array(-1.3)
+    # ((3 4) (5 6)) rooted at 0 with inner nodes 1, 2; and a left-leaning shape
+    trees = [
+        (np.array([1, 3, 5, -1, -1, -1, -1]), np.array([2, 4, 6, -1, -1, -1, -1])),
+        (np.array([1, 2, 3, -1, -1, -1, -1]), np.array([6, 5, 4, -1, -1, -1, -1])),
+    ]
+    for left, right in trees:
+        before = lib.run(module, "f_grad", feat, w, u, left, right)
+        expected = lib.finite_differences(
+            lambda a, b, c: lib.run(module, "f", a, b, c, left, right)[0], [feat, w, u]
+        )
+        for g, e in zip(before[1:], expected):
+            np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-9)
+    lib.run_pipeline(module, "lower-continuations")
+    assert lib.ops_named(module, "cont.shift") == 0
+    for left, right in trees:
+        after = lib.run(module, "f_grad", feat, w, u, left, right)
+        expected = lib.finite_differences(
+            lambda a, b, c: lib.run(module, "f", a, b, c, left, right)[0], [feat, w, u]
+        )
+        for g, e in zip(after[1:], expected):
+            np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-9)
+
+
+def test_lanterna_opt_runs_both_passes_on_text(tmp_path, capsys):
+    from lanterna.passes.opt_main import main
+
+    out = tmp_path / "out.mlir"
+    rc = main(
+        [
+            str(Path(__file__).parent / "inputs" / "ad_for.mlir"),
+            "-p",
+            "reverse-ad{func=f argnums=0,1},lower-continuations",
+            "-o",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = out.read_text()
+    assert "@f_grad" in text and "cont.lambda rec" in text
+    assert "cont.shift" not in text and "cont.reset" not in text
+    module = parse_module(text)
+    module.verify()
