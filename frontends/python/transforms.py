@@ -12,6 +12,7 @@ backend, so `ln.grad(f)(x)` compiles once per argument signature.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from xdsl.dialects import func
 
 from lanterna.errors import LanternaError
 from lanterna.frontends.python import pytree
-from lanterna.frontends.python.api import Jitted, symbol_name
+from lanterna.frontends.python.api import Jitted, _value_name, symbol_name
 from lanterna.frontends.python.location import user_error
 from lanterna.frontends.python.tracing import Tensor, Tracer, apply, current_tracer, lift, tracing
 from lanterna.ir.context import make_context
@@ -48,6 +49,23 @@ def _argnums_tuple(f: Callable[..., Any], argnums: int | Sequence[int], nargs: i
             )
         out.append(i % nargs)
     return tuple(out)
+
+
+def _arg_names(f: Callable[..., Any], paths: Sequence[tuple[Any, ...]]) -> list[str | None]:
+    """SSA names for the leaves: `params_w` for `params["w"]` of parameter `params`."""
+    try:
+        params = [
+            p.name
+            for p in inspect.signature(f).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        params = []
+    names = []
+    for pos, *rest in paths:
+        head = params[pos] if pos < len(params) else f"arg{pos}"
+        names.append(_value_name([head, *rest]))
+    return names
 
 
 @dataclass
@@ -90,6 +108,7 @@ def _pullback(
     sub = Tracer(
         outer.fresh_symbol(symbol_name(name)),
         [s.value.type for s in staged],
+        _arg_names(f, pytree.leaf_paths(tuple(args))),
         parent=outer,
     )
     with tracing(sub):
