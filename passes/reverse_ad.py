@@ -43,6 +43,7 @@ from lanterna.ir import ad, cont
 from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule, is_differentiable_type
 from lanterna.ir.ln.base import LnOp
 from lanterna.ir.ln.elementwise import OnesOp
+from lanterna.ir.ln.shape import ItemOp
 from lanterna.ir.types import shape_of
 from lanterna.passes.registry import register_pass
 
@@ -213,6 +214,11 @@ class _Differentiator:
             )
         if op.regions:
             raise ADError(f"reverse-ad: no rule to carry adjoints through '{op.name}'")
+        if isinstance(op, ItemOp) and op.operands[0] in scope.cells:
+            raise ADError(
+                "reverse-ad: 'ln.item' of a differentiated float tensor would silently stop "
+                "the gradient (scalars carry no adjoint); keep the value a rank-0 tensor"
+            )
         if self.is_differentiable(op, scope):
             return self.emit_shift(op, b, scope)
         new = op.clone(value_mapper=dict(scope.values))

@@ -12,6 +12,10 @@ one (batched) GEMM call:
 
 Other rank pairs (vector dot products, batch broadcasting) are rejected by the
 type rule; the frontend spells them with `ln.mul`, `ln.sum` and `ln.broadcast_to`.
+
+The adjoint of each supported pair is again matmuls of supported pairs, with
+`ln.transpose` and `ln.reshape` (vectors become one-row or one-column matrices,
+and a 3-D lhs against a shared 2-D rhs folds its batch into the rows).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.ir.ln.adjoint import AdjointBuilder
 from lanterna.ir.ln.base import LnOp, Props, want_arity
+from lanterna.ir.ln.shape import ReshapeOp, TransposeOp
 from lanterna.ir.types import elt, is_float, shape_of, tensor
 
 
@@ -86,6 +92,53 @@ class MatmulOp(LnOp):
 
     def evaluate(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.matmul(a, b)
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        a, b = ab.operands
+        g = ab.grad
+        sa, sb = shape_of(a.type), shape_of(b.type)
+
+        def mm(x: SSAValue, y: SSAValue) -> SSAValue:
+            return ab.emit(MatmulOp(x, y))
+
+        def t(x: SSAValue) -> SSAValue:
+            """Swap the last two dimensions."""
+            rank = len(shape_of(x.type))
+            return ab.emit(TransposeOp(x, (*range(rank - 2), rank - 1, rank - 2)))
+
+        def as_shape(x: SSAValue, *shape: int) -> SSAValue:
+            return ab.emit(ReshapeOp(x, shape))
+
+        match len(sa), len(sb):
+            case (2, 2) | (3, 3):
+                # [B,]M,K @ [B,]K,N: da = g @ b^T, db = a^T @ g
+                if ab.wants(0):
+                    ab.accum(0, mm(g, t(b)))
+                if ab.wants(1):
+                    ab.accum(1, mm(t(a), g))
+            case (3, 2):
+                # B,M,K @ K,N: the batch shares b, so db sums over it: fold B into M.
+                (bs, m, k), (_, n) = sa, sb
+                if ab.wants(0):
+                    ab.accum(0, mm(g, t(b)))
+                if ab.wants(1):
+                    ab.accum(1, mm(t(as_shape(a, bs * m, k)), as_shape(g, bs * m, n)))
+            case (2, 1):
+                # M,K @ K: da is the outer product g b^T, db = a^T @ g
+                (m, k) = sa
+                if ab.wants(0):
+                    ab.accum(0, mm(as_shape(g, m, 1), as_shape(b, 1, k)))
+                if ab.wants(1):
+                    ab.accum(1, mm(t(a), g))
+            case (1, 2):
+                # K @ K,N: da = b @ g, db is the outer product a g^T
+                (k, n) = sb
+                if ab.wants(0):
+                    ab.accum(0, mm(b, g))
+                if ab.wants(1):
+                    ab.accum(1, mm(as_shape(a, k, 1), as_shape(g, 1, n)))
+            case ranks:
+                raise AssertionError(f"'{self.name}': the type rule admitted ranks {ranks}")
 
 
 LINALG_OPS = [MatmulOp]

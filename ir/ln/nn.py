@@ -10,6 +10,12 @@ All take f32 or f64 data; class targets are i32 or i64; images are NCHW.
     // tensor<8x16x32x32xf32>:
     %y = ln.conv2d %x, %w {stride = array<i64: 1, 1>, padding = array<i64: 1, 1>}
         : tensor<8x3x32x32xf32>, tensor<16x3x3x3xf32>
+
+Adjoints. Convolution and average pooling are linear, and their adjoints are
+convolutions again (of the stride-dilated adjoint; see `conv2d_input_adjoint`),
+built from existing ops so they are differentiable once more. Max pooling routes
+each window's adjoint to its maximum through one helper op,
+`ln.max_pool2d_grad`, which a backend lowers as one kernel.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.ir.ln.adjoint import AdjointBuilder
 from lanterna.ir.ln.base import (
     LnOp,
     Props,
@@ -43,8 +50,26 @@ from lanterna.ir.ln.base import (
     normalize_axis,
     want_arity,
 )
-from lanterna.ir.ln.shape import check_indices
-from lanterna.ir.types import elt, expect_tensor, format_shape, is_float, is_int, shape_of, tensor
+from lanterna.ir.ln.elementwise import CastOp, ConstantOp, EqOp, ExpOp, OnesOp
+from lanterna.ir.ln.reduce import SumOp
+from lanterna.ir.ln.shape import (
+    GatherOp,
+    ReshapeOp,
+    SliceOp,
+    TransposeOp,
+    check_indices,
+    scatter_strided,
+)
+from lanterna.ir.types import (
+    elt,
+    expect_tensor,
+    format_shape,
+    is_float,
+    is_int,
+    shape_of,
+    tensor,
+    to_numpy_dtype,
+)
 
 Operand = SSAValue | IRDLOperation
 
@@ -159,6 +184,12 @@ class SoftmaxOp(_AxisOp):
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
         return e / np.sum(e, axis=axis, keepdims=True)
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # y * (g - sum(g * y)) along the axis
+        y, g = ab.result, ab.grad
+        dot = ab.emit(SumOp(ab.mul(g, y), axes=self.axis_value(), keepdims=True))
+        ab.accum(0, ab.mul(y, ab.sub(g, dot)))
+
 
 @irdl_op_definition
 class LogSoftmaxOp(_AxisOp):
@@ -171,6 +202,12 @@ class LogSoftmaxOp(_AxisOp):
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         return _log_softmax(x, self.axis_value())
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # g - softmax(x) * sum(g) along the axis, with softmax(x) = exp(y)
+        g = ab.grad
+        total = ab.emit(SumOp(g, axes=self.axis_value(), keepdims=True))
+        ab.accum(0, ab.sub(g, ab.mul(ab.emit(ExpOp(ab.result)), total)))
 
 
 # --- losses -------------------------------------------------------------------------------
@@ -220,6 +257,24 @@ class _LossOp(LnOp):
             total = total / logp.dtype.type(n)
         return np.asarray(total, dtype=logp.dtype)
 
+    def per_row_adjoint(self, ab: AdjointBuilder) -> SSAValue:
+        """The adjoint of each row's loss: the result's, divided by N for "mean"."""
+        reduction = self.properties["reduction"]
+        assert isinstance(reduction, StringAttr)
+        if reduction.data == "sum":
+            return ab.grad
+        n = shape_of(ab.operands[0].type)[0]
+        return ab.div(ab.grad, ab.const(float(n), ab.grad))
+
+    def one_hot(self, ab: AdjointBuilder) -> SSAValue:
+        """[N, C] in the scores' element type: 1 at (i, target[i]), 0 elsewhere."""
+        scores, target = ab.operands
+        n, c = shape_of(scores.type)
+        classes = np.arange(c, dtype=to_numpy_dtype(elt(target.type)))
+        column = ab.emit(ReshapeOp(target, (n, 1)))
+        hit = ab.emit(EqOp(column, ab.emit(ConstantOp.of(classes))))
+        return ab.emit(CastOp(hit, result_type=scores.type))
+
 
 @irdl_op_definition
 class NllLossOp(_LossOp):
@@ -237,6 +292,10 @@ class NllLossOp(_LossOp):
     def evaluate(self, logp: np.ndarray, target: np.ndarray) -> np.ndarray:
         return self.nll(logp, target)
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # -g (or -g / N) at each row's target, 0 elsewhere; targets get nothing.
+        ab.accum(0, ab.mul(self.one_hot(ab), ab.neg(self.per_row_adjoint(ab))))
+
 
 @irdl_op_definition
 class CrossEntropyOp(_LossOp):
@@ -251,6 +310,11 @@ class CrossEntropyOp(_LossOp):
 
     def evaluate(self, logits: np.ndarray, target: np.ndarray) -> np.ndarray:
         return self.nll(_log_softmax(logits, 1), target)
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # (softmax(logits) - one_hot(target)) * g, divided by N for "mean"
+        probs = ab.emit(SoftmaxOp(ab.operands[0], axis=1))
+        ab.accum(0, ab.mul(ab.sub(probs, self.one_hot(ab)), self.per_row_adjoint(ab)))
 
 
 # --- convolution and pooling --------------------------------------------------------------
@@ -310,6 +374,113 @@ class Conv2dOp(LnOp):
         out = np.tensordot(cols, w, axes=([1, 4, 5], [1, 2, 3]))
         return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        x, w = ab.operands
+        stride = _pair(get_ints(self.properties, "stride"))
+        padding = _pair(get_ints(self.properties, "padding"))
+        if ab.wants(0):
+            kernel = _flip_transpose(ab, w)
+            ab.accum(0, conv2d_input_adjoint(ab, ab.grad, kernel, x.type, stride, padding))
+        if ab.wants(1):
+            ab.accum(1, _conv2d_weight_adjoint(ab, x, ab.grad, w.type, stride, padding))
+
+
+def _dilate(ab: AdjointBuilder, g: SSAValue, stride: tuple[int, int]) -> SSAValue:
+    """`g` [.., .., OH, OW] with stride - 1 zeros between neighbours along H and W."""
+    for axis, s in zip((2, 3), stride):
+        n = shape_of(g.type)[axis]
+        if n:
+            g = scatter_strided(ab, g, axis, (n - 1) * s + 1, 0, s)
+    return g
+
+
+def _flip_transpose(ab: AdjointBuilder, w: SSAValue) -> SSAValue:
+    """An OIHW weight as IOHW with both spatial axes reversed: the kernel that
+    turns a correlation into its transpose. `ln.gather` reverses axis 0, so each
+    spatial axis is brought to the front in turn."""
+    _, _, kh, kw = shape_of(w.type)
+
+    def reverse_front(v: SSAValue, n: int) -> SSAValue:
+        if n == 1:
+            return v
+        rows = ab.emit(ConstantOp.of(np.arange(n - 1, -1, -1, dtype=np.int64)))
+        return ab.emit(GatherOp(v, rows))
+
+    v = reverse_front(ab.emit(TransposeOp(w, (2, 3, 1, 0))), kh)  # [KH, KW, C, O]
+    v = reverse_front(ab.emit(TransposeOp(v, (1, 0, 2, 3))), kw)  # [KW, KH, C, O]
+    return ab.emit(TransposeOp(v, (2, 3, 1, 0)))  # [C, O, KH, KW]
+
+
+def conv2d_input_adjoint(
+    ab: AdjointBuilder,
+    g: SSAValue,
+    kernel: SSAValue,
+    x_type: Attribute,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> SSAValue:
+    """The adjoint of a conv2d's input, of type `x_type` [N, C, H, W], given the
+    result's adjoint `g` [N, O, OH, OW] and `kernel`, the weight in IOHW layout
+    with both spatial axes reversed (see `_flip_transpose`).
+
+    A "full" correlation (padding KH - 1, KW - 1) of the stride-dilated `g` with
+    that kernel gives the adjoint of the zero-padded input over the rows and
+    columns some window touched; cut the padding off, and zero-fill the rows and
+    columns past the last window (the remainder of (H + 2 * ph - KH) / sh).
+    """
+    _, _, kh, kw = shape_of(kernel.type)
+    full = ab.emit(Conv2dOp(_dilate(ab, g, stride), kernel, padding=(kh - 1, kw - 1)))
+    v = full
+    for axis, pad in zip((2, 3), padding):
+        size = shape_of(x_type)[axis]
+        covered = shape_of(v.type)[axis]
+        lo, hi = min(pad, covered), min(pad + size, covered)
+        if (lo, hi) != (0, covered):
+            shape = shape_of(v.type)
+            start = [lo if d == axis else 0 for d in range(4)]
+            stop = [hi if d == axis else n for d, n in enumerate(shape)]
+            v = ab.emit(SliceOp(v, start, stop))
+        v = scatter_strided(ab, v, axis, size, 0, 1)
+    return v
+
+
+def _conv2d_weight_adjoint(
+    ab: AdjointBuilder,
+    x: SSAValue,
+    g: SSAValue,
+    w_type: Attribute,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> SSAValue:
+    """dw[o, c, u, v] = sum over n, i, j of g[n, o, i, j] * x_padded[n, c, i*sh + u, j*sw + v]:
+    a correlation of the input (batch as channels) with the stride-dilated adjoint
+    (batch as input channels), cut to the kernel size."""
+    _, _, kh, kw = shape_of(w_type)
+    xt = ab.emit(TransposeOp(x, (1, 0, 2, 3)))  # [C, N, H, W]
+    gt = _dilate(ab, ab.emit(TransposeOp(g, (1, 0, 2, 3))), stride)  # [O, N, OH', OW']
+    r = ab.emit(Conv2dOp(xt, gt, padding=padding))  # [C, O, >= KH, >= KW]
+    c, o, rh, rw = shape_of(r.type)
+    if (rh, rw) != (kh, kw):
+        r = ab.emit(SliceOp(r, (0, 0, 0, 0), (c, o, kh, kw)))
+    return ab.emit(TransposeOp(r, (1, 0, 2, 3)))
+
+
+def _pooled_type(op_name: str, x: Attribute, props: Props) -> TensorType:
+    """The type rule of 2-D pooling (see `_Pool2dOp`), for the input type `x`."""
+    _want_float(op_name, "input", x)
+    n, c, h, w = _want_rank(op_name, "input", x, 4)
+    kh, kw = _pair_prop(op_name, props, "kernel", 1)
+    sh, sw = _pair_prop(op_name, props, "stride", 1)
+    ph, pw = _pair_prop(op_name, props, "padding", 0)
+    if 2 * ph > kh or 2 * pw > kw:
+        raise VerifyException(
+            f"'{op_name}': padding {format_shape((ph, pw))} exceeds half the kernel "
+            f"{format_shape((kh, kw))}"
+        )
+    oh = _window_extent(op_name, x, h, kh, sh, ph, "height")
+    ow = _window_extent(op_name, x, w, kw, sw, pw, "width")
+    return tensor((n, c, oh, ow), elt(x))
+
 
 class _Pool2dOp(LnOp):
     """Shared rule of 2-D pooling over NCHW input: a KH x KW window moved by
@@ -338,20 +509,7 @@ class _Pool2dOp(LnOp):
     @classmethod
     def infer_type(cls, operand_types, props, result_type):
         want_arity(cls.name, operand_types, 1)
-        (x,) = operand_types
-        _want_float(cls.name, "input", x)
-        n, c, h, w = _want_rank(cls.name, "input", x, 4)
-        kh, kw = _pair_prop(cls.name, props, "kernel", 1)
-        sh, sw = _pair_prop(cls.name, props, "stride", 1)
-        ph, pw = _pair_prop(cls.name, props, "padding", 0)
-        if 2 * ph > kh or 2 * pw > kw:
-            raise VerifyException(
-                f"'{cls.name}': padding {format_shape((ph, pw))} exceeds half the kernel "
-                f"{format_shape((kh, kw))}"
-            )
-        oh = _window_extent(cls.name, x, h, kh, sh, ph, "height")
-        ow = _window_extent(cls.name, x, w, kw, sw, pw, "width")
-        return tensor((n, c, oh, ow), elt(x))
+        return _pooled_type(cls.name, operand_types[0], props)
 
     def window_args(self) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
         return (
@@ -376,6 +534,10 @@ class MaxPool2dOp(_Pool2dOp):
         kernel, stride, padding = self.window_args()
         return _windows(x, kernel, stride, padding, -np.inf).max(axis=(4, 5))
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        kernel, stride, padding = self.window_args()
+        ab.accum(0, ab.emit(MaxPool2dGradOp(ab.operands[0], ab.grad, kernel, stride, padding)))
+
 
 @irdl_op_definition
 class AvgPool2dOp(_Pool2dOp):
@@ -393,6 +555,87 @@ class AvgPool2dOp(_Pool2dOp):
         kernel, stride, padding = self.window_args()
         total = _windows(x, kernel, stride, padding, 0.0).sum(axis=(4, 5))
         return total / x.dtype.type(kernel[0] * kernel[1])
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # Average pooling is a conv2d of each channel on its own with a kernel
+        # of ones / (KH * KW): fold the channels into the batch.
+        (x,) = ab.operands
+        kernel, stride, padding = self.window_args()
+        n, c, h, w = shape_of(x.type)
+        _, _, oh, ow = shape_of(ab.grad.type)
+        e = elt(x.type)
+        g = ab.div(ab.grad, ab.const(float(kernel[0] * kernel[1]), ab.grad))
+        g = ab.emit(ReshapeOp(g, (n * c, 1, oh, ow)))
+        ones = ab.emit(OnesOp(result_type=tensor((1, 1, *kernel), e)))
+        dx = conv2d_input_adjoint(ab, g, ones, tensor((n * c, 1, h, w), e), stride, padding)
+        ab.accum(0, ab.emit(ReshapeOp(dx, x.type)))
+
+
+@irdl_op_definition
+class MaxPool2dGradOp(LnOp):
+    """The adjoint of `ln.max_pool2d` with the same properties: `g`, the adjoint of
+    the pooled result, routed back to the input `x`. Each window's entry of `g` is
+    split evenly among the window's elements equal to its maximum (a subgradient;
+    without ties the whole entry goes to the argmax), and overlapping windows add.
+
+        %dx = ln.max_pool2d_grad %x, %g {kernel = array<i64: 2, 2>,
+            stride = array<i64: 2, 2>, padding = array<i64: 0, 0>}
+            : tensor<1x3x8x8xf32>, tensor<1x3x4x4xf32>                 // tensor<1x3x8x8xf32>
+
+    It has no adjoint of its own, so max pooling has no second derivative here.
+    """
+
+    name = "ln.max_pool2d_grad"
+    x = operand_def(TensorType)
+    g = operand_def(TensorType)
+    kernel = prop_def(DenseArrayBase)
+    stride = prop_def(DenseArrayBase)
+    padding = prop_def(DenseArrayBase)
+
+    def __init__(
+        self,
+        x: Operand,
+        g: Operand,
+        kernel: int | Sequence[int],
+        stride: int | Sequence[int],
+        padding: int | Sequence[int] = (0, 0),
+    ):
+        super().__init__(
+            x,
+            g,
+            kernel=ints_prop(_pair(kernel)),
+            stride=ints_prop(_pair(stride)),
+            padding=ints_prop(_pair(padding)),
+        )
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        x, g = operand_types
+        pooled = _pooled_type(cls.name, x, props)
+        if g != pooled:
+            raise VerifyException(
+                f"'{cls.name}': g {g} must have the type {pooled} of the pooled input {x}"
+            )
+        return x
+
+    def evaluate(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        kernel = _pair(get_ints(self.properties, "kernel"))
+        (sh, sw) = _pair(get_ints(self.properties, "stride"))
+        (ph, pw) = _pair(get_ints(self.properties, "padding"))
+        windows = _windows(x, kernel, (sh, sw), (ph, pw), -np.inf)  # [N, C, OH, OW, KH, KW]
+        hit = windows == windows.max(axis=(4, 5), keepdims=True)
+        share = g[..., None, None] / hit.sum(axis=(4, 5), keepdims=True).astype(g.dtype)
+        routed = np.where(hit, share, g.dtype.type(0))
+        n, c, h, w = x.shape
+        oh, ow = g.shape[2:]
+        out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        for u in range(kernel[0]):
+            for v in range(kernel[1]):
+                rows = slice(u, u + (oh - 1) * sh + 1, sh)
+                cols = slice(v, v + (ow - 1) * sw + 1, sw)
+                out[:, :, rows, cols] += routed[..., u, v]
+        return out[:, :, ph : ph + h, pw : pw + w].copy()
 
 
 # --- dropout ------------------------------------------------------------------------------
@@ -474,6 +717,13 @@ class DropoutOp(LnOp):
         scale = x.dtype.type(1.0 / (1.0 - rate))
         return np.where(keep, x * scale, x.dtype.type(0))
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # The mask depends only on the seed and the element's position, so
+        # dropping the adjoint with the same seed and rate applies the same mask
+        # and scale exactly. The seed is an integer and gets nothing.
+        seed = ab.operands[1]
+        ab.accum(0, ab.emit(DropoutOp(ab.grad, seed, rate=get_float(self.properties, "rate"))))
+
 
 NN_OPS = [
     SoftmaxOp,
@@ -482,6 +732,7 @@ NN_OPS = [
     CrossEntropyOp,
     Conv2dOp,
     MaxPool2dOp,
+    MaxPool2dGradOp,
     AvgPool2dOp,
     DropoutOp,
 ]

@@ -7,10 +7,14 @@ on a rank-0 tensor), never "reduce everything".
 
     %s = ln.sum %x {axes = array<i64: 0, 1>} : tensor<2x3xf32>               // tensor<f32>
     %m = ln.mean %x {axes = array<i64: 1>, keepdims} : tensor<2x3xf32>       // tensor<2x1xf32>
+
+Adjoints spread the result's adjoint back over the reduced axes: reshape it to
+the keepdims shape, then `ln.broadcast_to` the operand's shape.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -20,7 +24,10 @@ from xdsl.ir import Attribute, SSAValue
 from xdsl.irdl import IRDLOperation, irdl_op_definition, operand_def, opt_prop_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.ir.ln.adjoint import AdjointBuilder
 from lanterna.ir.ln.base import LnOp, Props, get_flag, get_ints, ints_prop, want_arity
+from lanterna.ir.ln.elementwise import CastOp, EqOp
+from lanterna.ir.ln.shape import BroadcastToOp, ReshapeOp
 from lanterna.ir.types import elt, expect_tensor, format_shape, is_bool, is_float, shape_of, tensor
 
 
@@ -97,6 +104,17 @@ class ReduceOp(LnOp):
     def reduce_args(self) -> tuple[tuple[int, ...], bool]:
         return get_ints(self.properties, "axes"), get_flag(self.properties, "keepdims")
 
+    def spread(self, ab: AdjointBuilder, v: SSAValue) -> SSAValue:
+        """`v`, shaped like this op's result, broadcast back to the operand's shape."""
+        axes, _ = self.reduce_args()
+        shape = shape_of(ab.operands[0].type)
+        kept = tuple(1 if i in axes else d for i, d in enumerate(shape))
+        if shape_of(v.type) != kept:
+            v = ab.emit(ReshapeOp(v, kept))
+        if kept != shape:
+            v = ab.emit(BroadcastToOp(v, shape))
+        return v
+
 
 @irdl_op_definition
 class SumOp(ReduceOp):
@@ -110,6 +128,9 @@ class SumOp(ReduceOp):
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         axes, keep = self.reduce_args()
         return np.asarray(np.sum(x, axis=axes, keepdims=keep, dtype=x.dtype))
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        ab.accum(0, self.spread(ab, ab.grad))
 
 
 @irdl_op_definition
@@ -126,6 +147,15 @@ class MeanOp(ReduceOp):
         axes, keep = self.reduce_args()
         return np.asarray(np.mean(x, axis=axes, keepdims=keep, dtype=x.dtype))
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        axes, _ = self.reduce_args()
+        shape = shape_of(ab.operands[0].type)
+        count = math.prod(shape[a] for a in axes)
+        if count == 0:
+            return  # the operand has no elements, so its adjoint is empty
+        # Scale before spreading: the result is the smaller tensor.
+        ab.accum(0, self.spread(ab, ab.div(ab.grad, ab.const(float(count), ab.grad))))
+
 
 @irdl_op_definition
 class MaxOp(ReduceOp):
@@ -140,6 +170,17 @@ class MaxOp(ReduceOp):
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         axes, keep = self.reduce_args()
         return np.asarray(np.max(x, axis=axes, keepdims=keep))
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # A subgradient: each maximum's adjoint is split evenly among the
+        # elements equal to it, so tied elements are treated alike and the total
+        # is preserved (JAX makes the same choice). Without ties it all goes to
+        # the argmax.
+        (x,) = ab.operands
+        axes, keep = self.reduce_args()
+        hit = ab.emit(CastOp(ab.emit(EqOp(x, self.spread(ab, ab.result))), result_type=x.type))
+        ties = ab.emit(SumOp(hit, axes=axes, keepdims=keep))
+        ab.accum(0, ab.mul(hit, self.spread(ab, ab.div(ab.grad, ties))))
 
 
 REDUCE_OPS = [SumOp, MeanOp, MaxOp]

@@ -8,6 +8,12 @@ interpreter may update results in place (adjoint cells do).
     %y = ln.reshape %x : tensor<2x3xf32> -> tensor<6xf32>
     %e = ln.gather %table, %ids : tensor<100x16xf32>, tensor<4x7xi64>   // tensor<4x7x16xf32>
     %s = ln.item %loss : tensor<f32>                                    // f32
+
+Their adjoints are data movement too, exact in any precision: the inverse
+reshape or permutation, a sum over broadcast dimensions, slices of the adjoint
+for a concatenation, zeros around (and between) the entries of a slice,
+scatter-add for gather and gather for scatter-add. Index operands carry no
+adjoint.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from xdsl.printer import Printer
 from xdsl.traits import Pure
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.ir.ln.adjoint import AdjointBuilder
 from lanterna.ir.ln.base import (
     LnOp,
     Props,
@@ -44,6 +51,7 @@ from lanterna.ir.ln.base import (
     want_arity,
     want_given,
 )
+from lanterna.ir.ln.elementwise import ZerosOp
 from lanterna.ir.types import (
     ELEMENT_TYPES,
     broadcast_shapes,
@@ -113,6 +121,9 @@ class ReshapeOp(LnOp):
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(shape_of(self.result.type)).copy()
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        ab.accum(0, ab.emit(ReshapeOp(ab.grad, ab.operands[0].type)))
+
 
 @irdl_op_definition
 class TransposeOp(LnOp):
@@ -149,6 +160,13 @@ class TransposeOp(LnOp):
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         return np.transpose(x, get_ints(self.properties, "perm")).copy()
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        perm = get_ints(self.properties, "perm")
+        inverse = [0] * len(perm)
+        for i, p in enumerate(perm):
+            inverse[p] = i
+        ab.accum(0, ab.emit(TransposeOp(ab.grad, inverse)))
+
 
 @irdl_op_definition
 class BroadcastToOp(LnOp):
@@ -182,6 +200,10 @@ class BroadcastToOp(LnOp):
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         return np.broadcast_to(x, shape_of(self.result.type)).copy()
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # `accum` sums over the broadcast dimensions.
+        ab.accum(0, ab.grad)
 
 
 # --- concatenate and slice ----------------------------------------------------------------
@@ -242,6 +264,18 @@ class ConcatenateOp(LnOp):
     def evaluate(self, *xs: np.ndarray) -> np.ndarray:
         return np.concatenate(xs, axis=get_int(self.properties, "axis"))
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        axis = get_int(self.properties, "axis")
+        shape = shape_of(ab.grad.type)
+        offset = 0
+        for i, x in enumerate(ab.operands):
+            extent = shape_of(x.type)[axis]
+            if ab.wants(i):
+                start = [offset if d == axis else 0 for d in range(len(shape))]
+                stop = [offset + extent if d == axis else n for d, n in enumerate(shape)]
+                ab.accum(i, ab.emit(SliceOp(ab.grad, start, stop)))
+            offset += extent
+
 
 @irdl_op_definition
 class SliceOp(LnOp):
@@ -300,6 +334,54 @@ class SliceOp(LnOp):
         # np.array, not .copy(): indexing a rank-0 array yields a numpy scalar.
         return np.array(x[index])
 
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        g = ab.grad
+        if 0 in shape_of(g.type):
+            return  # an empty slice contributes nothing
+        start, step = get_ints(self.properties, "start"), get_ints(self.properties, "step")
+        for axis, size in enumerate(shape_of(ab.operands[0].type)):
+            g = scatter_strided(ab, g, axis, size, start[axis], step[axis])
+        ab.accum(0, g)
+
+
+def scatter_strided(
+    ab: AdjointBuilder, v: SSAValue, axis: int, size: int, start: int, step: int
+) -> SSAValue:
+    """`v` widened to `size` along `axis`: its entries land at start, start + step,
+    ... and zeros fill the rest (the adjoint of a strided slice along one axis).
+
+    Built from reshape, concatenate and slice only, so it is exact and every
+    piece has an adjoint of its own: for step > 1, each entry gets step - 1 zeros
+    appended (a new axis of length `step`, flattened), then the result is cut to
+    fit and padded with zeros before and after.
+    """
+    shape = shape_of(v.type)
+    n = shape[axis]
+    if start == 0 and n == size:
+        return v  # covers the whole axis; step is irrelevant when nothing is skipped
+    e = elt(v.type)
+
+    def zeros(extent: int) -> SSAValue:
+        return ab.emit(ZerosOp(result_type=tensor((*shape[:axis], extent, *shape[axis + 1 :]), e)))
+
+    if n == 0:
+        return zeros(size)
+    if step > 1 and n > 1:
+        split = (*shape[: axis + 1], 1, *shape[axis + 1 :])
+        gaps = tensor((*shape[: axis + 1], step - 1, *shape[axis + 1 :]), e)
+        padded = (ab.emit(ReshapeOp(v, split)), ab.emit(ZerosOp(result_type=gaps)))
+        spread = ab.emit(ConcatenateOp(*padded, axis=axis + 1))
+        v = ab.emit(ReshapeOp(spread, (*shape[:axis], n * step, *shape[axis + 1 :])))
+        # The last entry sits at start + (n - 1) * step < size; its trailing zeros may not fit.
+        keep = min(n * step, size - start)
+        if keep < n * step:
+            lo = [0] * len(shape)
+            hi = [keep if d == axis else x for d, x in enumerate(shape_of(v.type))]
+            v = ab.emit(SliceOp(v, lo, hi))
+    after = size - start - shape_of(v.type)[axis]
+    pieces = [*([zeros(start)] if start else []), v, *([zeros(after)] if after else [])]
+    return ab.emit(ConcatenateOp(*pieces, axis=axis)) if len(pieces) > 1 else v
+
 
 # --- gather and scatter-add ---------------------------------------------------------------
 
@@ -342,6 +424,11 @@ class GatherOp(LnOp):
         n = table.shape[0]
         check_indices(self.name, indices, n, f"a table of {n} rows")
         return table[indices]
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # Rows looked up more than once receive the sum of their adjoints.
+        table, indices = ab.operands
+        ab.accum(0, ab.emit(ScatterAddOp(ab.grad, indices, table.type)))
 
 
 @irdl_op_definition
@@ -398,6 +485,9 @@ class ScatterAddOp(LnOp):
         check_indices(self.name, indices, n, f"a result of {n} rows")
         np.add.at(out, indices, updates)
         return out
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        ab.accum(0, ab.emit(GatherOp(ab.grad, ab.operands[1])))
 
 
 # --- scalars ------------------------------------------------------------------------------
@@ -461,6 +551,9 @@ class ItemOp(_ScalarBridgeOp):
     """The value of a rank-0 tensor as a scalar (for `arith`, `scf` and Python).
 
     %s = ln.item %t : tensor<f32>      // f32
+
+    No adjoint rule: its result is a scalar, and scalars carry no adjoint (only
+    float tensors do), so `reverse-ad` never differentiates through it.
     """
 
     name = "ln.item"
@@ -492,6 +585,9 @@ class FromScalarOp(_ScalarBridgeOp):
     """A rank-0 tensor holding a scalar.
 
     %t = ln.from_scalar %s : f64       // tensor<f64>
+
+    No adjoint rule: its operand is a scalar, and scalars carry no adjoint, so
+    there is nothing to accumulate into.
     """
 
     name = "ln.from_scalar"

@@ -54,6 +54,7 @@ from lanterna.ir.ln import (
     MatmulOp,
     MaximumOp,
     MaxOp,
+    MaxPool2dGradOp,
     MaxPool2dOp,
     MeanOp,
     MinimumOp,
@@ -211,6 +212,23 @@ def pool_ref(x, kernel, stride, padding, reduce: str) -> np.ndarray:
         window = xp[b, c, i * sh : i * sh + kh, j * sw : j * sw + kw]
         out[b, c, i, j] = window.max() if reduce == "max" else window.sum() / (kh * kw)
     return out
+
+
+def max_pool_grad_ref(x, g, kernel, stride, padding) -> np.ndarray:
+    """Each window's entry of g, split evenly among the window's maxima."""
+    xp = padded(x, padding, -np.inf)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    out = np.zeros(xp.shape)
+    for b, c, i, j in itertools.product(*(range(d) for d in g.shape)):
+        window = xp[b, c, i * sh : i * sh + kh, j * sw : j * sw + kw]
+        hits = window == window.max()
+        out[b, c, i * sh : i * sh + kh, j * sw : j * sw + kw] += hits * g[b, c, i, j] / hits.sum()
+    return out[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+
+
+def tied(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Few distinct values, so pooling windows hold tied maxima."""
+    return rng.integers(0, 3, shape).astype(dtype)
 
 
 MASK64 = 2**64 - 1
@@ -415,6 +433,13 @@ CASES: list[Case] = [
     Case("max_pool2d-pad", MaxPool2dOp, (a(1, 2, 5, 5),),
          lambda v, f: MaxPool2dOp(v[0], kernel=3, stride=(2, 1), padding=1),
          lambda x: pool_ref(x, (3, 3), (2, 1), (1, 1), "max")),
+    Case("max_pool2d_grad", MaxPool2dGradOp, (a(2, 3, 4, 6), a(2, 3, 2, 3)),
+         lambda v, f: MaxPool2dGradOp(v[0], v[1], kernel=2, stride=2),
+         lambda x, g: max_pool_grad_ref(x, g, (2, 2), (2, 2), (0, 0))),
+    Case("max_pool2d_grad-ties-overlap-pad", MaxPool2dGradOp,
+         (a(1, 2, 5, 5, sample=tied), a(1, 2, 3, 5)),
+         lambda v, f: MaxPool2dGradOp(v[0], v[1], kernel=3, stride=(2, 1), padding=1),
+         lambda x, g: max_pool_grad_ref(x, g, (3, 3), (2, 1), (1, 1))),
     Case("avg_pool2d", AvgPool2dOp, (a(2, 3, 4, 6),), lambda v, f: AvgPool2dOp(v[0]),
          lambda x: pool_ref(x, (2, 2), (2, 2), (0, 0), "avg")),
     Case("avg_pool2d-pad", AvgPool2dOp, (a(1, 2, 5, 4),),

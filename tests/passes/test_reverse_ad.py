@@ -127,3 +127,14 @@ def test_bad_requests_name_the_function(passes_lib, src, pipeline, message):
     module = parse_module(src)
     with pytest.raises(PipelineError, match=message):
         passes_lib.run_pipeline(module, pipeline)
+
+
+def test_item_of_a_differentiated_value_is_rejected(passes_lib):
+    src = """
+    func.func @f(%x: tensor<f64>) -> tensor<f64> {
+      %s = ln.item %x : tensor<f64>
+      %t = ln.from_scalar %s : f64
+      func.return %t : tensor<f64>
+    }"""
+    with pytest.raises(PipelineError, match="'ln.item' of a differentiated float tensor"):
+        passes_lib.run_pipeline(parse_module(src), "reverse-ad")

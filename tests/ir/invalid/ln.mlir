@@ -215,6 +215,22 @@ func.func @max_pool_padding(%x: tensor<1x1x4x4xf32>) {
 
 // -----
 
+func.func @max_pool_grad_type(%x: tensor<1x1x4x4xf32>, %g: tensor<1x1x3x3xf32>) {
+  // expected-error@+1 {{'ln.max_pool2d_grad': g tensor<1x1x3x3xf32> must have the type tensor<1x1x2x2xf32> of the pooled input tensor<1x1x4x4xf32>}}
+  %c = ln.max_pool2d_grad %x, %g {kernel = array<i64: 2, 2>, stride = array<i64: 2, 2>, padding = array<i64: 0, 0>} : tensor<1x1x4x4xf32>, tensor<1x1x3x3xf32>
+  func.return
+}
+
+// -----
+
+func.func @max_pool_grad_padding(%x: tensor<1x1x4x4xf32>, %g: tensor<1x1x2x2xf32>) {
+  // expected-error@+1 {{'ln.max_pool2d_grad': padding (2, 0) exceeds half the kernel (2, 2)}}
+  %c = ln.max_pool2d_grad %x, %g {kernel = array<i64: 2, 2>, stride = array<i64: 2, 2>, padding = array<i64: 2, 0>} : tensor<1x1x4x4xf32>, tensor<1x1x2x2xf32>
+  func.return
+}
+
+// -----
+
 func.func @avg_pool_stride(%x: tensor<1x1x4x4xf32>) {
   // expected-error@+1 {{'ln.avg_pool2d': stride (0, 1) must be two integers >= 1}}
   %c = ln.avg_pool2d %x {kernel = array<i64: 2, 2>, stride = array<i64: 0, 1>, padding = array<i64: 0, 0>} : tensor<1x1x4x4xf32>
