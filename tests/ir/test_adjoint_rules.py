@@ -398,6 +398,22 @@ def test_adjoint_matches_finite_differences(case: Case):
         )
 
 
+@pytest.mark.parametrize("case", case_params(CASES))
+def test_lower_continuations_keeps_every_rule_s_gradient(case: Case):
+    """The adjoint program after `lower-continuations` computes the same numbers."""
+    from lanterna.passes.lower_continuations import LowerContinuations
+
+    module = differentiate(case, case.float_args())
+    args = inputs(case)
+    before = Interpreter(module).call("f_grad", *args)
+    LowerContinuations().apply(make_context(), module)
+    module.verify()
+    assert not any(op.name in ("cont.shift", "cont.reset") for op in module.walk())
+    after = Interpreter(module).call("f_grad", *args)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("case", case_params([c for c in CASES if len(c.float_args()) > 1]))
 def test_adjoint_of_one_operand_alone(case: Case):
     """Rules skip the operands nobody differentiates (`ab.wants`) without changing
