@@ -62,3 +62,11 @@ class CompileError(LanternaError):
         if self.log:
             parts.append(f"compiler output:\n{self.log.rstrip()}")
         return "\n".join(parts)
+
+
+class LanternaRuntimeError(LanternaError, RuntimeError):
+    """Compiled code failed while running (the message comes from the generated code)."""
+
+
+class LanternaIndexError(LanternaRuntimeError, IndexError):
+    """Compiled code met an index out of range (a gather, a slice with a traced start)."""

@@ -93,3 +93,6 @@ class InterpBackend:
 
 
 register_backend("interp", InterpBackend)
+
+# Registers "cpu" (the import is cheap: it compiles nothing until a module is compiled).
+import lanterna.backends.cpu_cpp  # noqa: F401

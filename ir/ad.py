@@ -22,7 +22,7 @@ from xdsl.irdl import (
     result_def,
     traits_def,
 )
-from xdsl.parser import AttrParser
+from xdsl.parser import AttrParser, Parser
 from xdsl.printer import Printer
 from xdsl.traits import MemoryAllocEffect, MemoryReadEffect, MemoryWriteEffect
 from xdsl.utils.exceptions import VerifyException
@@ -45,7 +45,11 @@ class CellType(ParametrizedAttribute, TypeAttribute):
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute]:
         with parser.in_angle_brackets():
-            return (parser.parse_type(),)
+            pos = parser.pos
+            elem = parser.parse_type()
+            if not isinstance(elem, TensorType):
+                parser.raise_error(f"!ad.cell holds a tensor type, got {elem}", pos, parser.pos)
+            return (elem,)
 
     def verify(self) -> None:
         if not isinstance(self.elem, TensorType):
@@ -76,11 +80,14 @@ class ZeroLikeOp(IRDLOperation):
 
     # The result type is derived from the operand in the custom syntax.
     @classmethod
-    def parse(cls, parser):  # type: ignore[override]
+    def parse(cls, parser: Parser) -> IRDLOperation:
         v = parser.parse_unresolved_operand()
         attrs = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")
+        pos = parser.pos
         t = parser.parse_type()
+        if not isinstance(t, TensorType):
+            parser.raise_error(f"'ad.zero_like' expects a tensor operand, got {t}", pos, parser.pos)
         op = cls(parser.resolve_operand(v, t))
         op.attributes.update(attrs)
         return op
@@ -117,7 +124,7 @@ class AccumOp(IRDLOperation):
             )
 
     @classmethod
-    def parse(cls, parser):  # type: ignore[override]
+    def parse(cls, parser: Parser) -> IRDLOperation:
         c = parser.parse_unresolved_operand()
         parser.parse_punctuation(",")
         v = parser.parse_unresolved_operand()
@@ -168,7 +175,7 @@ class LoadOp(IRDLOperation):
             )
 
     @classmethod
-    def parse(cls, parser):  # type: ignore[override]
+    def parse(cls, parser: Parser) -> IRDLOperation:
         c = parser.parse_unresolved_operand()
         attrs = parser.parse_optional_attr_dict()
         parser.parse_punctuation(":")

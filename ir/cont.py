@@ -120,11 +120,11 @@ def _parse_call(parser: Parser, kind: type[_SignatureType]) -> tuple[SSAValue, l
     pos = parser.pos
     t = parser.parse_type()
     if not isinstance(t, kind):
-        parser.raise_error(f"expected a {kind.name} type, got {t}", pos, parser.pos)
+        parser.raise_error(f"expected a !{kind.name}<...> type, got {t}", pos, parser.pos)
     resolved_callee = parser.resolve_operand(callee, t)
     if len(args) != len(t.inputs.data):
         parser.raise_error(
-            f"{len(args)} arguments given to a {kind.name} taking {len(t.inputs.data)}",
+            f"{len(args)} arguments given to a !{kind.name}<...> taking {len(t.inputs.data)}",
             pos,
             parser.pos,
         )
@@ -465,8 +465,12 @@ def _verify_call(
             f"'{op.name}': arguments ({', '.join(map(str, got))}) do not match the "
             f"{what}'s inputs ({', '.join(map(str, t.inputs.data))})"
         )
-    if [r.type for r in res] != list(t.outputs.data):
-        raise VerifyException(f"'{op.name}': results do not match the {what}'s outputs")
+    results = [r.type for r in res]
+    if results != list(t.outputs.data):
+        raise VerifyException(
+            f"'{op.name}': results ({', '.join(map(str, results))}) do not match the "
+            f"{what}'s outputs ({', '.join(map(str, t.outputs.data))})"
+        )
 
 
 CONT_OPS = [ResetOp, ShiftOp, ResumeOp, YieldOp, LambdaOp, ApplyOp]

@@ -69,6 +69,15 @@ def _floordiv(a: Any, b: Any) -> Any:
     return int(a) // int(b)
 
 
+def _ieee_max(a: Any, b: Any) -> Any:
+    """IEEE maximum: NaN wins, and +0 is greater than -0."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    if a == b:
+        return b if math.copysign(1.0, a) < 0 else a
+    return max(a, b)
+
+
 _CMPI = {
     0: lambda a, b: a == b,
     1: lambda a, b: a != b,
@@ -128,8 +137,8 @@ ARITH_SEMANTICS: dict[type[Operation], ArithFn] = {
     arith.MulfOp: _typed(lambda a, b: a * b),
     arith.DivfOp: _typed(lambda a, b: a / b),
     arith.NegfOp: _typed(lambda a: -a),
-    arith.MaximumfOp: _typed(lambda a, b: np.maximum(a, b)),
-    arith.MinimumfOp: _typed(lambda a, b: np.minimum(a, b)),
+    arith.MaximumfOp: _typed(lambda a, b: _ieee_max(a, b)),
+    arith.MinimumfOp: _typed(lambda a, b: -_ieee_max(-a, -b)),
     arith.CmpiOp: _cmpi,
     arith.CmpfOp: _cmpf,
     arith.SelectOp: lambda op, args: args[1] if args[0] else args[2],
@@ -138,6 +147,7 @@ ARITH_SEMANTICS: dict[type[Operation], ArithFn] = {
     arith.FPToSIOp: _typed(int),
     arith.ExtFOp: _typed(float),
     arith.TruncFOp: _typed(float),
-    arith.ExtSIOp: _typed(int),
+    # i1 true is all ones: sign extension makes it -1.
+    arith.ExtSIOp: _typed(lambda a: -int(a) if isinstance(a, bool | np.bool_) else int(a)),
     arith.TruncIOp: _typed(int),
 }

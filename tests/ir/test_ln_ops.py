@@ -2,483 +2,42 @@
 parses back identically in custom and generic form, and its `evaluate` agrees with
 an independent numpy reference in f32 and f64.
 
-A case lists the op's block arguments (shape, element type, how to sample them),
-how to build the op from them, and a reference computed in float64 from the same
-inputs. `F` stands for the float type under test; a case that uses it runs once
-per float type.
+The table lives in ln_cases.py (shared with test_interpreter_ops.py); conftest.py
+parametrizes `ln_case` and `ln_eval_case` over it.
 """
 
 from __future__ import annotations
 
 import io
-import itertools
-import zlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from xdsl.context import Context
-from xdsl.dialects import func
-from xdsl.dialects.builtin import ModuleOp, f32, f64, i1, i32, i64
-from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.dialects.builtin import f32, f64, i64
+from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from lanterna.ir.ln import (
     LN_OPS,
-    AbsOp,
-    AddOp,
-    AvgPool2dOp,
-    BroadcastToOp,
-    CastOp,
-    ConcatenateOp,
-    ConstantOp,
-    Conv2dOp,
-    CrossEntropyOp,
-    DivOp,
     DropoutOp,
-    EqOp,
-    ExpOp,
-    FromScalarOp,
-    FullOp,
     GatherOp,
-    GeOp,
-    GtOp,
     ItemOp,
-    LeOp,
-    LogOp,
-    LogSoftmaxOp,
-    LtOp,
-    MatmulOp,
-    MaximumOp,
     MaxOp,
-    MaxPool2dGradOp,
-    MaxPool2dOp,
     MeanOp,
-    MinimumOp,
-    MulOp,
-    NegOp,
-    NeOp,
     NllLossOp,
-    OnesOp,
-    PowOp,
-    ReluOp,
-    ReshapeOp,
     ScatterAddOp,
-    SelectOp,
-    SigmoidOp,
-    SliceOp,
-    SoftmaxOp,
-    SqrtOp,
-    SubOp,
     SumOp,
-    TanhOp,
-    TransposeOp,
-    ZerosOp,
 )
 from lanterna.ir.ln.nn import splitmix64
 from lanterna.ir.types import tensor, to_numpy_dtype
 
-F = "F"  # the float element type under test
-ELEMENTS: dict[str, Attribute] = {"f32": f32, "f64": f64, "i32": i32, "i64": i64, "i1": i1}
-RTOL = {np.dtype(np.float32): 1e-6, np.dtype(np.float64): 1e-12}
-
-Sampler = Callable[[np.random.Generator, tuple[int, ...], np.dtype], np.ndarray]
-
-
-# --- samplers -----------------------------------------------------------------------------
-
-
-def normal(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    if dtype == np.bool_:
-        return rng.random(shape) < 0.5
-    if np.issubdtype(dtype, np.integer):
-        return rng.integers(-5, 6, shape).astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
-
-
-def positive(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    return rng.uniform(0.5, 2.0, shape).astype(dtype)
-
-
-def nonzero(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
-    return (sign * rng.uniform(0.5, 2.0, shape)).astype(dtype)
-
-
-def below(n: int) -> Sampler:
-    """Indices in [0, n), with repeats likely."""
-
-    def sample(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        return rng.integers(0, n, shape).astype(dtype)
-
-    return sample
-
-
-def any_seed(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    return rng.integers(-(2**62), 2**62, shape).astype(dtype)
-
-
-# --- the table ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Arg:
-    """A block argument: a tensor of `shape`, or a scalar when `shape` is None."""
-
-    shape: tuple[int, ...] | None
-    element: str = F
-    sample: Sampler = normal
-
-    def element_type(self, ftype: Attribute) -> Attribute:
-        return ftype if self.element == F else ELEMENTS[self.element]
-
-    def type(self, ftype: Attribute) -> Attribute:
-        e = self.element_type(ftype)
-        return e if self.shape is None else tensor(self.shape, e)
-
-    def value(self, rng: np.random.Generator, ftype: Attribute) -> np.ndarray | np.generic:
-        dtype = to_numpy_dtype(self.element_type(ftype))
-        v = self.sample(rng, () if self.shape is None else self.shape, dtype)
-        return v[()] if self.shape is None else v
-
-
-@dataclass(frozen=True)
-class Case:
-    id: str
-    op: type[Operation]
-    args: tuple[Arg, ...]
-    build: Callable[[list[SSAValue], Attribute], Operation]
-    ref: Callable[..., np.ndarray | float | bool]
-    floats: bool | None = None  # runs once per float type; default: when an arg uses F
-    xfail: str | None = None  # a known bug, strictly expected to fail `evaluate`
-
-    def float_types(self) -> list[Attribute]:
-        floats = self.floats if self.floats is not None else any(a.element == F for a in self.args)
-        return [f32, f64] if floats else [f32]
-
-
-def a(*shape: int, element: str = F, sample: Sampler = normal) -> Arg:
-    return Arg(tuple(shape), element, sample)
-
-
-def softmax_ref(x: np.ndarray, axis: int) -> np.ndarray:
-    e = np.exp(x)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def nll_ref(logp: np.ndarray, target: np.ndarray, mean: bool) -> float:
-    total = -sum(logp[i, t] for i, t in enumerate(target))
-    return total / len(target) if mean else total
-
-
-def matmul_ref(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    spec = {
-        (2, 2): "mk,kn->mn",
-        (2, 1): "mk,k->m",
-        (1, 2): "k,kn->n",
-        (3, 3): "bmk,bkn->bmn",
-        (3, 2): "bmk,kn->bmn",
-    }[(x.ndim, y.ndim)]
-    return np.einsum(spec, x, y)
-
-
-def padded(x: np.ndarray, padding: tuple[int, int], fill: float) -> np.ndarray:
-    n, c, h, w = x.shape
-    ph, pw = padding
-    out = np.full((n, c, h + 2 * ph, w + 2 * pw), fill)
-    out[:, :, ph : ph + h, pw : pw + w] = x
-    return out
-
-
-def conv2d_ref(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]):
-    xp = padded(x, padding, 0.0)
-    n, o, (kh, kw), (sh, sw) = x.shape[0], w.shape[0], w.shape[2:], stride
-    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    out = np.zeros((n, o, oh, ow))
-    for b, f, i, j in itertools.product(range(n), range(o), range(oh), range(ow)):
-        out[b, f, i, j] = np.sum(xp[b, :, i * sh : i * sh + kh, j * sw : j * sw + kw] * w[f])
-    return out
-
-
-def pool_ref(x, kernel, stride, padding, reduce: str) -> np.ndarray:
-    xp = padded(x, padding, -np.inf if reduce == "max" else 0.0)
-    (kh, kw), (sh, sw) = kernel, stride
-    oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
-    out = np.zeros((*x.shape[:2], oh, ow))
-    for b, c, i, j in itertools.product(range(x.shape[0]), range(x.shape[1]), range(oh), range(ow)):
-        window = xp[b, c, i * sh : i * sh + kh, j * sw : j * sw + kw]
-        out[b, c, i, j] = window.max() if reduce == "max" else window.sum() / (kh * kw)
-    return out
-
-
-def max_pool_grad_ref(x, g, kernel, stride, padding) -> np.ndarray:
-    """Each window's entry of g, split evenly among the window's maxima."""
-    xp = padded(x, padding, -np.inf)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    out = np.zeros(xp.shape)
-    for b, c, i, j in itertools.product(*(range(d) for d in g.shape)):
-        window = xp[b, c, i * sh : i * sh + kh, j * sw : j * sw + kw]
-        hits = window == window.max()
-        out[b, c, i * sh : i * sh + kh, j * sw : j * sw + kw] += hits * g[b, c, i, j] / hits.sum()
-    return out[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
-
-
-def tied(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Few distinct values, so pooling windows hold tied maxima."""
-    return rng.integers(0, 3, shape).astype(dtype)
-
-
-MASK64 = 2**64 - 1
-
-
-def splitmix64_int(z: int) -> int:
-    """SplitMix64 on Python ints, written independently of the numpy version."""
-    z = (z + 0x9E3779B97F4A7C15) & MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
-def dropout_ref(x: np.ndarray, seed: np.ndarray, rate: float) -> np.ndarray:
-    s = int(seed) & MASK64
-    flat = x.reshape(-1)
-    out = np.zeros(flat.shape)
-    for i, v in enumerate(flat):
-        u = (splitmix64_int((s * 0x9E3779B97F4A7C15 + i) & MASK64) >> 40) / 2**24
-        out[i] = v / (1 - rate) if u >= rate else 0.0
-    return out.reshape(x.shape)
-
-
-def scatter_add_ref(updates: np.ndarray, indices: np.ndarray, shape: tuple[int, ...]):
-    out = np.zeros(shape)
-    rows = updates.reshape((-1, *shape[1:]))
-    for j, i in enumerate(indices.reshape(-1)):
-        out[i] += rows[j]
-    return out
-
-
-# elementwise.py applies numpy ufuncs directly, and a ufunc over rank-0 arrays
-# returns a numpy scalar rather than a 0-d array.
-
-CONST = np.array([[1.5, -2.0, 0.25], [3.0, 0.5, -0.75]])
-
-# One row per case; kept compact on purpose.
-# fmt: off
-CASES: list[Case] = [
-    # constants
-    Case("constant", ConstantOp, (), lambda v, f: ConstantOp.of(CONST.astype(to_numpy_dtype(f))),
-         lambda: CONST, floats=True),
-    Case("constant-i64", ConstantOp, (), lambda v, f: ConstantOp.of(np.array([3, -1], np.int64)),
-         lambda: np.array([3, -1])),
-    Case("zeros", ZerosOp, (), lambda v, f: ZerosOp(result_type=tensor((2, 3), f)),
-         lambda: np.zeros((2, 3)), floats=True),
-    Case("ones-rank0", OnesOp, (), lambda v, f: OnesOp(result_type=tensor((), f)),
-         lambda: np.ones(()), floats=True),
-    Case("full", FullOp, (), lambda v, f: FullOp(2.5, tensor((4,), f)),
-         lambda: np.full((4,), 2.5), floats=True),
-    # binary, with broadcasting and rank 0
-    Case("add", AddOp, (a(2, 3), a(2, 3)), lambda v, f: AddOp(v[0], v[1]), lambda x, y: x + y),
-    Case("add-bcast", AddOp, (a(4, 1, 3), a(2, 1)), lambda v, f: AddOp(v[0], v[1]),
-         lambda x, y: x + y),
-    Case("add-rank0", AddOp, (a(), a(2, 3)), lambda v, f: AddOp(v[0], v[1]), lambda x, y: x + y),
-    Case("add-i32", AddOp, (a(3, element="i32"), a(2, 1, element="i32")),
-         lambda v, f: AddOp(v[0], v[1]), lambda x, y: x + y),
-    Case("sub", SubOp, (a(3), a(2, 3)), lambda v, f: SubOp(v[0], v[1]), lambda x, y: x - y),
-    Case("mul", MulOp, (a(2, 3), a()), lambda v, f: MulOp(v[0], v[1]), lambda x, y: x * y),
-    Case("mul-i64", MulOp, (a(4, element="i64"), a(4, element="i64")),
-         lambda v, f: MulOp(v[0], v[1]), lambda x, y: x * y),
-    Case("div", DivOp, (a(2, 3), a(3, sample=nonzero)), lambda v, f: DivOp(v[0], v[1]),
-         lambda x, y: x / y),
-    Case("maximum", MaximumOp, (a(2, 3), a(2, 1)), lambda v, f: MaximumOp(v[0], v[1]),
-         lambda x, y: np.where(x > y, x, y)),
-    Case("minimum", MinimumOp, (a(3), a(3)), lambda v, f: MinimumOp(v[0], v[1]),
-         lambda x, y: np.where(x < y, x, y)),
-    Case("lt", LtOp, (a(2, 3), a(3)), lambda v, f: LtOp(v[0], v[1]), lambda x, y: x < y),
-    Case("le", LeOp, (a(3), a()), lambda v, f: LeOp(v[0], v[1]), lambda x, y: x <= y),
-    Case("gt", GtOp, (a(2, 3), a(2, 3)), lambda v, f: GtOp(v[0], v[1]), lambda x, y: x > y),
-    Case("ge", GeOp, (a(3, element="i32"), a(3, element="i32")),
-         lambda v, f: GeOp(v[0], v[1]), lambda x, y: x >= y),
-    Case("eq", EqOp, (a(4, element="i64"), a(1, element="i64")),
-         lambda v, f: EqOp(v[0], v[1]), lambda x, y: x == y),
-    Case("ne", NeOp, (a(2, 2), a(2, 2)), lambda v, f: NeOp(v[0], v[1]), lambda x, y: x != y),
-    # unary
-    Case("neg", NegOp, (a(2, 3),), lambda v, f: NegOp(v[0]), lambda x: -x),
-    Case("neg-i32", NegOp, (a(5, element="i32"),), lambda v, f: NegOp(v[0]), lambda x: -x),
-    Case("abs", AbsOp, (a(),), lambda v, f: AbsOp(v[0]), lambda x: np.where(x < 0, -x, x)),
-    Case("exp", ExpOp, (a(2, 3),), lambda v, f: ExpOp(v[0]), np.exp),
-    Case("exp-rank0", ExpOp, (a(),), lambda v, f: ExpOp(v[0]), np.exp),
-    Case("log", LogOp, (a(4, sample=positive),), lambda v, f: LogOp(v[0]), np.log),
-    Case("tanh", TanhOp, (a(2, 3),), lambda v, f: TanhOp(v[0]),
-         lambda x: (np.exp(2 * x) - 1) / (np.exp(2 * x) + 1)),
-    Case("sqrt", SqrtOp, (a(3, sample=positive),), lambda v, f: SqrtOp(v[0]), lambda x: x**0.5),
-    Case("sigmoid", SigmoidOp, (a(2, 3),), lambda v, f: SigmoidOp(v[0]),
-         lambda x: 1 / (1 + np.exp(-x))),
-    Case("relu", ReluOp, (a(2, 3),), lambda v, f: ReluOp(v[0]), lambda x: x * (x > 0)),
-    Case("pow", PowOp, (a(3, sample=positive),), lambda v, f: PowOp(v[0], 1.5),
-         lambda x: np.exp(1.5 * np.log(x))),
-    # select and cast
-    Case("select", SelectOp, (a(2, 3, element="i1"), a(3), a()),
-         lambda v, f: SelectOp(v[0], v[1], v[2]),
-         lambda c, x, y: np.where(c, x + np.zeros((2, 3)), y)),
-    Case("cast-f64", CastOp, (a(2, 3),), lambda v, f: CastOp(v[0], result_type=tensor((2, 3), f64)),
-         lambda x: x),
-    Case("cast-i32", CastOp, (a(4),), lambda v, f: CastOp(v[0], result_type=tensor((4,), i32)),
-         lambda x: np.trunc(x)),
-    Case("cast-from-i1", CastOp, (a(3, element="i1"),),
-         lambda v, f: CastOp(v[0], result_type=tensor((3,), f)),
-         lambda x: np.where(x, 1.0, 0.0), floats=True),
-    # linalg
-    Case("matmul-2x2", MatmulOp, (a(2, 3), a(3, 4)), lambda v, f: MatmulOp(v[0], v[1]), matmul_ref),
-    Case("matmul-2x1", MatmulOp, (a(2, 3), a(3)), lambda v, f: MatmulOp(v[0], v[1]), matmul_ref),
-    Case("matmul-1x2", MatmulOp, (a(3), a(3, 4)), lambda v, f: MatmulOp(v[0], v[1]), matmul_ref),
-    Case("matmul-3x3", MatmulOp, (a(2, 3, 4), a(2, 4, 5)), lambda v, f: MatmulOp(v[0], v[1]),
-         matmul_ref),
-    Case("matmul-3x2", MatmulOp, (a(2, 3, 4), a(4, 5)), lambda v, f: MatmulOp(v[0], v[1]),
-         matmul_ref),
-    # reductions
-    Case("sum-all", SumOp, (a(2, 3, 4),), lambda v, f: SumOp(v[0]), lambda x: x.sum()),
-    Case("sum-axes", SumOp, (a(2, 3, 4),), lambda v, f: SumOp(v[0], axes=(-1, 0)),
-         lambda x: x.sum(axis=(0, 2))),
-    Case("sum-keepdims", SumOp, (a(2, 3),), lambda v, f: SumOp(v[0], axes=1, keepdims=True),
-         lambda x: x.sum(axis=1, keepdims=True)),
-    Case("sum-rank0", SumOp, (a(),), lambda v, f: SumOp(v[0]), lambda x: x),
-    Case("sum-i64", SumOp, (a(3, 4, element="i64"),), lambda v, f: SumOp(v[0], axes=(0,)),
-         lambda x: x.sum(axis=0)),
-    Case("mean", MeanOp, (a(2, 3, 4),), lambda v, f: MeanOp(v[0], axes=(1,)),
-         lambda x: x.sum(axis=1) / 3),
-    Case("mean-all-keepdims", MeanOp, (a(2, 3),), lambda v, f: MeanOp(v[0], keepdims=True),
-         lambda x: np.full((1, 1), x.sum() / 6)),
-    Case("max", MaxOp, (a(2, 3, 4),), lambda v, f: MaxOp(v[0], axes=(0, 2)),
-         lambda x: x.max(axis=(0, 2))),
-    Case("max-i32", MaxOp, (a(3, 4, element="i32"),), lambda v, f: MaxOp(v[0], keepdims=True),
-         lambda x: np.full((1, 1), x.max())),
-    # shape
-    Case("reshape", ReshapeOp, (a(2, 3, 4),), lambda v, f: ReshapeOp(v[0], tensor((6, 4), f)),
-         lambda x: x.reshape(6, 4)),
-    Case("reshape-rank0", ReshapeOp, (a(),), lambda v, f: ReshapeOp(v[0], (1, 1)),
-         lambda x: x.reshape(1, 1)),
-    Case("reshape-to-rank0", ReshapeOp, (a(1, 1, element="i32"),),
-         lambda v, f: ReshapeOp(v[0], ()), lambda x: x.reshape(())),
-    Case("transpose", TransposeOp, (a(2, 3, 4),), lambda v, f: TransposeOp(v[0], perm=(2, 0, 1)),
-         lambda x: np.moveaxis(x, 2, 0)),
-    Case("transpose-default", TransposeOp, (a(2, 3),), lambda v, f: TransposeOp(v[0]),
-         lambda x: x.T),
-    Case("transpose-rank0", TransposeOp, (a(),), lambda v, f: TransposeOp(v[0], perm=()),
-         lambda x: x),
-    Case("broadcast_to", BroadcastToOp, (a(3, 1),),
-         lambda v, f: BroadcastToOp(v[0], tensor((2, 3, 4), f)),
-         lambda x: x + np.zeros((2, 3, 4))),
-    Case("broadcast_to-rank0", BroadcastToOp, (a(),), lambda v, f: BroadcastToOp(v[0], (2, 3)),
-         lambda x: x + np.zeros((2, 3))),
-    Case("concatenate", ConcatenateOp, (a(2, 3), a(2, 1), a(2, 2)),
-         lambda v, f: ConcatenateOp(*v, axis=-1), lambda *xs: np.hstack(xs)),
-    Case("concatenate-one", ConcatenateOp, (a(3, element="i64"),),
-         lambda v, f: ConcatenateOp(v[0]), lambda x: x),
-    Case("slice", SliceOp, (a(5, 4),), lambda v, f: SliceOp(v[0], (1, 0), (5, 3), (2, 1)),
-         lambda x: x[[1, 3]][:, [0, 1, 2]]),
-    Case("slice-empty", SliceOp, (a(5, 4),), lambda v, f: SliceOp(v[0], (2, 0), (2, 4)),
-         lambda x: np.zeros((0, 4))),
-    Case("slice-rank0", SliceOp, (a(),), lambda v, f: SliceOp(v[0], (), ()), lambda x: x),
-    Case("gather", GatherOp, (a(5, 3), a(2, 4, element="i64", sample=below(5))),
-         lambda v, f: GatherOp(v[0], v[1]),
-         lambda t, i: np.array([[t[k] for k in row] for row in i])),
-    Case("gather-i32-rank0", GatherOp, (a(5, 3), a(element="i32", sample=below(5))),
-         lambda v, f: GatherOp(v[0], v[1]), lambda t, i: t[int(i)]),
-    Case("gather-1d", GatherOp, (a(6), a(7, element="i64", sample=below(6))),
-         lambda v, f: GatherOp(v[0], v[1]), lambda t, i: np.array([t[k] for k in i])),
-    Case("scatter_add", ScatterAddOp, (a(2, 4, 3), a(2, 4, element="i64", sample=below(3))),
-         lambda v, f: ScatterAddOp(v[0], v[1], tensor((3, 3), f)),
-         lambda u, i: scatter_add_ref(u, i, (3, 3))),
-    Case("scatter_add-i32", ScatterAddOp,
-         (a(6, element="i32"), a(6, element="i32", sample=below(2))),
-         lambda v, f: ScatterAddOp(v[0], v[1], (2,)),
-         lambda u, i: scatter_add_ref(u, i, (2,)).astype(np.int64)),
-    Case("item", ItemOp, (a(),), lambda v, f: ItemOp(v[0]), lambda x: x[()]),
-    Case("item-i1", ItemOp, (a(element="i1"),), lambda v, f: ItemOp(v[0]), lambda x: x[()]),
-    Case("item-i64", ItemOp, (a(element="i64"),), lambda v, f: ItemOp(v[0]), lambda x: x[()]),
-    Case("from_scalar", FromScalarOp, (Arg(None),), lambda v, f: FromScalarOp(v[0]),
-         lambda s: np.array(s)),
-    Case("from_scalar-i32", FromScalarOp, (Arg(None, "i32"),), lambda v, f: FromScalarOp(v[0]),
-         lambda s: np.array(s)),
-    # nn
-    Case("softmax", SoftmaxOp, (a(3, 5),), lambda v, f: SoftmaxOp(v[0]),
-         lambda x: softmax_ref(x, 1)),
-    Case("softmax-axis0", SoftmaxOp, (a(4, 2, 3),), lambda v, f: SoftmaxOp(v[0], axis=0),
-         lambda x: softmax_ref(x, 0)),
-    Case("log_softmax", LogSoftmaxOp, (a(3, 5),), lambda v, f: LogSoftmaxOp(v[0]),
-         lambda x: np.log(softmax_ref(x, 1))),
-    Case("log_softmax-1d", LogSoftmaxOp, (a(6),), lambda v, f: LogSoftmaxOp(v[0], axis=0),
-         lambda x: np.log(softmax_ref(x, 0))),
-    Case("nll_loss", NllLossOp, (a(4, 5), a(4, element="i64", sample=below(5))),
-         lambda v, f: NllLossOp(v[0], v[1]), lambda p, t: nll_ref(p, t, mean=True)),
-    Case("nll_loss-sum", NllLossOp, (a(4, 5), a(4, element="i32", sample=below(5))),
-         lambda v, f: NllLossOp(v[0], v[1], reduction="sum"),
-         lambda p, t: nll_ref(p, t, mean=False)),
-    Case("cross_entropy", CrossEntropyOp, (a(4, 5), a(4, element="i64", sample=below(5))),
-         lambda v, f: CrossEntropyOp(v[0], v[1]),
-         lambda z, t: nll_ref(np.log(softmax_ref(z, 1)), t, mean=True)),
-    Case("cross_entropy-sum", CrossEntropyOp, (a(3, 2), a(3, element="i32", sample=below(2))),
-         lambda v, f: CrossEntropyOp(v[0], v[1], reduction="sum"),
-         lambda z, t: nll_ref(np.log(softmax_ref(z, 1)), t, mean=False)),
-    Case("conv2d", Conv2dOp, (a(2, 3, 5, 5), a(4, 3, 3, 3)), lambda v, f: Conv2dOp(v[0], v[1]),
-         lambda x, w: conv2d_ref(x, w, (1, 1), (0, 0))),
-    Case("conv2d-stride-pad", Conv2dOp, (a(1, 2, 6, 5), a(3, 2, 3, 2)),
-         lambda v, f: Conv2dOp(v[0], v[1], stride=(2, 1), padding=(1, 2)),
-         lambda x, w: conv2d_ref(x, w, (2, 1), (1, 2))),
-    Case("max_pool2d", MaxPool2dOp, (a(2, 3, 4, 6),), lambda v, f: MaxPool2dOp(v[0]),
-         lambda x: pool_ref(x, (2, 2), (2, 2), (0, 0), "max")),
-    Case("max_pool2d-pad", MaxPool2dOp, (a(1, 2, 5, 5),),
-         lambda v, f: MaxPool2dOp(v[0], kernel=3, stride=(2, 1), padding=1),
-         lambda x: pool_ref(x, (3, 3), (2, 1), (1, 1), "max")),
-    Case("max_pool2d_grad", MaxPool2dGradOp, (a(2, 3, 4, 6), a(2, 3, 2, 3)),
-         lambda v, f: MaxPool2dGradOp(v[0], v[1], kernel=2, stride=2),
-         lambda x, g: max_pool_grad_ref(x, g, (2, 2), (2, 2), (0, 0))),
-    Case("max_pool2d_grad-ties-overlap-pad", MaxPool2dGradOp,
-         (a(1, 2, 5, 5, sample=tied), a(1, 2, 3, 5)),
-         lambda v, f: MaxPool2dGradOp(v[0], v[1], kernel=3, stride=(2, 1), padding=1),
-         lambda x, g: max_pool_grad_ref(x, g, (3, 3), (2, 1), (1, 1))),
-    Case("avg_pool2d", AvgPool2dOp, (a(2, 3, 4, 6),), lambda v, f: AvgPool2dOp(v[0]),
-         lambda x: pool_ref(x, (2, 2), (2, 2), (0, 0), "avg")),
-    Case("avg_pool2d-pad", AvgPool2dOp, (a(1, 2, 5, 4),),
-         lambda v, f: AvgPool2dOp(v[0], kernel=(3, 2), stride=1, padding=(1, 1)),
-         lambda x: pool_ref(x, (3, 2), (1, 1), (1, 1), "avg")),
-    Case("dropout", DropoutOp, (a(4, 8), a(element="i64", sample=any_seed)),
-         lambda v, f: DropoutOp(v[0], v[1], rate=0.3), lambda x, s: dropout_ref(x, s, 0.3)),
-    Case("dropout-rank0-rate0", DropoutOp, (a(), a(element="i64", sample=any_seed)),
-         lambda v, f: DropoutOp(v[0], v[1], rate=0.0), lambda x, s: dropout_ref(x, s, 0.0)),
-]
-# fmt: on
-
-
-def params(evaluating: bool = False) -> list:
-    return [
-        pytest.param(
-            case,
-            ftype,
-            id=f"{case.id}-{ftype}",
-            marks=[pytest.mark.xfail(reason=case.xfail, strict=True)]
-            if evaluating and case.xfail
-            else [],
-        )
-        for case in CASES
-        for ftype in case.float_types()
-    ]
-
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def build_module(case: Case, ftype: Attribute) -> ModuleOp:
-    """`func.func @f(args) -> results { %r = <op>(args); func.return %r }`."""
-    arg_types = [arg.type(ftype) for arg in case.args]
-    block = Block(arg_types=arg_types)
-    op = case.build(list(block.args), ftype)
-    block.add_ops([op, func.ReturnOp(*op.results)])
-    result_types = [r.type for r in op.results]
-    return ModuleOp([func.FuncOp("f", (arg_types, result_types), Region(block))])
+if TYPE_CHECKING:
+    from ln_cases import Case
 
 
 def render(op: Operation, generic: bool) -> str:
@@ -487,35 +46,25 @@ def render(op: Operation, generic: bool) -> str:
     return out.getvalue()
 
 
-def inputs(case: Case, ftype: Attribute) -> list:
-    rng = np.random.default_rng(zlib.crc32(case.id.encode()))
-    return [arg.value(rng, ftype) for arg in case.args]
+# --- the table ----------------------------------------------------------------------------
 
 
-def as_f64(v):
-    """Float inputs widened to float64 for the reference; everything else unchanged."""
-    arr = np.asarray(v)
-    return arr.astype(np.float64) if np.issubdtype(arr.dtype, np.floating) else v
+def test_every_op_has_a_case(ln_cases: ModuleType):
+    missing = [op.name for op in LN_OPS if op not in {c.op for c in ln_cases.CASES}]
+    assert not missing, f"ops in LN_OPS without a case in ln_cases.CASES: {missing}"
 
 
-# --- tests --------------------------------------------------------------------------------
-
-
-def test_every_op_has_a_case():
-    missing = [op.name for op in LN_OPS if op not in {c.op for c in CASES}]
-    assert not missing, f"ops in LN_OPS without a case in test_ln_ops.CASES: {missing}"
-
-
-def test_case_ids_are_unique():
-    ids = [c.id for c in CASES]
+def test_case_ids_are_unique(ln_cases: ModuleType):
+    ids = [c.id for c in ln_cases.CASES]
     assert len(ids) == len(set(ids))
 
 
-@pytest.mark.parametrize("case, ftype", params())
-def test_print_parse_round_trip(case: Case, ftype: Attribute, ln_ctx: Context):
-    module = build_module(case, ftype)
+def test_print_parse_round_trip(
+    ln_case: Case, ftype: Attribute, ln_cases: ModuleType, ln_ctx: Context
+):
+    module = ln_cases.build_module(ln_case, ftype)
     module.verify()
-    op_name = case.op.name
+    op_name = ln_case.op.name
     for generic in (False, True):
         text = render(module, generic)
         assert (f'"{op_name}"' if generic else f"{op_name} ") in text
@@ -527,13 +76,13 @@ def test_print_parse_round_trip(case: Case, ftype: Attribute, ln_ctx: Context):
     assert render(from_generic, False) == render(module, False)
 
 
-@pytest.mark.parametrize("case, ftype", params(evaluating=True))
-def test_evaluate_matches_reference(case: Case, ftype: Attribute):
-    module = build_module(case, ftype)
+def test_evaluate_matches_reference(ln_eval_case: Case, ftype: Attribute, ln_cases: ModuleType):
+    case = ln_eval_case
+    module = ln_cases.build_module(case, ftype)
     op = next(o for o in module.walk() if isinstance(o, case.op))
-    args = inputs(case, ftype)
+    args = ln_cases.inputs(case, ftype)
     out = op.evaluate(*args)
-    expected = np.asarray(case.ref(*(as_f64(v) for v in args)))
+    expected = np.asarray(case.ref(*(ln_cases.as_f64(v) for v in args)))
 
     result_type = op.results[0].type
     if case.op is ItemOp:
@@ -545,13 +94,7 @@ def test_evaluate_matches_reference(case: Case, ftype: Attribute):
         assert out.shape == tuple(result_type.get_shape())
         for v in args:
             assert not np.shares_memory(out, v), "evaluate must not return a view of an input"
-    assert out.shape == expected.shape
-    if np.issubdtype(out.dtype, np.floating):
-        rtol = RTOL[out.dtype]
-        scale = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
-        np.testing.assert_allclose(out, expected, rtol=rtol, atol=rtol * scale)
-    else:
-        np.testing.assert_array_equal(out, expected)
+    ln_cases.assert_matches_reference(out, expected)
 
 
 # --- op-specific behaviour the table cannot express ---------------------------------------
@@ -594,11 +137,11 @@ def test_indices_are_checked_when_evaluating(build, shapes, message):
         op.evaluate(np.ones(shapes[0]), indices)
 
 
-def test_splitmix64_known_values():
+def test_splitmix64_known_values(ln_cases: ModuleType):
     # The published first output of SplitMix64 seeded with 0.
     assert int(splitmix64(np.uint64(0))) == 0xE220A8397B1DCDAF
     z = np.array([1, 2**63, 2**64 - 1, 0x0123456789ABCDEF], dtype=np.uint64)
-    assert [int(v) for v in splitmix64(z)] == [splitmix64_int(int(v)) for v in z]
+    assert [int(v) for v in splitmix64(z)] == [ln_cases.splitmix64_int(int(v)) for v in z]
 
 
 def test_dropout_keeps_about_one_minus_rate_and_depends_on_seed():

@@ -186,7 +186,7 @@ def test_bad_attribute_in_ir_is_a_located_error(capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(text))
     rc, _, err = opt(capsys, "-")
     assert rc == 1
-    assert err.startswith("<stdin>:2:3: error: !ad.cell holds a tensor type, got i32")
+    assert err.startswith("<stdin>:2:57: error: !ad.cell holds a tensor type, got i32")
 
 
 def test_ir_that_fails_a_verifier_names_the_op(capsys):

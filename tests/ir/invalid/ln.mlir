@@ -1,4 +1,4 @@
-// Invalid `ln` ops and the diagnostics they must produce (run by test_ln_invalid.py).
+// Invalid `ln` ops and the diagnostics they must produce (run by test_invalid.py).
 //
 // Cases are separated by lines reading exactly `// -----`. Each case holds one
 // line `// expected-error@+N {{text}}` (as in MLIR's -verify-diagnostics):

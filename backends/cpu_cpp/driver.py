@@ -1,0 +1,303 @@
+"""The C++ compiler driver: generated source text in, path of a cached shared object out.
+
+This is the "compile" half of the cpu backend (the emitter renders IR to text; the
+bridge loads and calls what this builds). Generated modules are plain C++17 with an
+`extern "C"` entry point and no pybind11, so a cold compile takes a fraction of a
+second; the cache (`cache.py`) makes warm ones a hash and a stat.
+
+What goes into a module's cache key: the source, the runtime headers it includes
+(`runtime/*.h`), the full compiler command line, the compiler's identity (`g++
+--version`) and, because modules are built with `-march=native`, the CPU they are
+built for, so a cache in a home directory shared between machines stays correct.
+
+Debugging: `LANTERNA_DEBUG=1` in the environment (or `debug=True` here or on
+`CpuBackend.compile`) prints, on stderr, the path of every generated source and of
+the module built from it. Sources are always saved in the cache beside their module
+(`<key>.cpp`), so a failing one can be recompiled by hand with the printed command.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from lanterna.backends.cpu_cpp import cache
+from lanterna.errors import CompileError
+
+COMPILER = "g++"
+BASE_FLAGS = ("-std=c++17", "-O2", "-march=native", "-fPIC", "-shared")
+RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+NAMESPACE = "cpu"
+
+# A compiler log longer than this is cut in the exception (the full log is saved).
+_LOG_HEAD_LINES = 60
+_LOG_MAX_CHARS = 8000
+
+
+def debug_enabled(flag: bool | None = None) -> bool:
+    """The one debug switch: an explicit `flag` wins, else `LANTERNA_DEBUG` is set and not 0."""
+    if flag is not None:
+        return flag
+    return os.environ.get("LANTERNA_DEBUG", "") not in ("", "0")
+
+
+def _debug(message: str) -> None:
+    print(f"lanterna: {message}", file=sys.stderr, flush=True)
+
+
+# --- the toolchain --------------------------------------------------------------------------
+
+
+def find_compiler() -> str | None:
+    """The absolute path of g++ on PATH, or None."""
+    return shutil.which(COMPILER)
+
+
+def require_compiler() -> str:
+    path = find_compiler()
+    if path is None:
+        raise CompileError(
+            f"no C++ compiler: '{COMPILER}' was not found on PATH. The cpu backend needs "
+            "g++ with C++17 support (e.g. `apt-get install g++`); the 'interp' backend "
+            "runs without one."
+        )
+    return path
+
+
+@functools.cache
+def compiler_identity(compiler: str) -> str:
+    """`g++ --version` output; asked once per process and compiler."""
+    try:
+        out = subprocess.run(
+            [compiler, "--version"], capture_output=True, text=True, check=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise CompileError(f"cannot run '{compiler} --version': {e}") from None
+    return out.strip()
+
+
+@functools.cache
+def _cpu_identity(compiler: str) -> str:
+    """What `-march=native` resolves to on this machine.
+
+    On Linux the CPU model and feature flags from /proc/cpuinfo name it exactly (and
+    reading them is far cheaper than asking the compiler); elsewhere, ask the compiler
+    for its expanded target options.
+    """
+    try:
+        with open("/proc/cpuinfo") as f:
+            wanted = ("vendor_id", "model name", "flags", "cpu family", "model\t")
+            lines = sorted({ln.strip() for ln in f if ln.startswith(wanted)})
+        if lines:
+            return "\n".join(lines)
+    except OSError:
+        pass
+    out = subprocess.run(
+        [compiler, "-march=native", "-Q", "--help=target"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout
+
+
+def _runtime_digest() -> str:
+    """sha256 over the runtime headers: generated sources include them by name only."""
+    h = hashlib.sha256()
+    if RUNTIME_DIR.is_dir():
+        for header in sorted(RUNTIME_DIR.rglob("*")):
+            if header.is_file():
+                h.update(str(header.relative_to(RUNTIME_DIR)).encode() + b"\0")
+                h.update(header.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BlasFlags:
+    compile: tuple[str, ...]
+    link: tuple[str, ...]
+
+
+@functools.cache
+def blas_flags() -> BlasFlags:
+    """How to compile against and link the OpenBLAS of the `scipy-openblas32` package.
+
+    Its symbols carry a `scipy_` prefix (`scipy_cblas_sgemm`); the rpath lets the
+    module find the library without LD_LIBRARY_PATH.
+    """
+    try:
+        import scipy_openblas32 as ob
+    except ImportError:
+        raise CompileError(
+            "the cpu backend links BLAS from the 'scipy-openblas32' package, which is not "
+            "installed (`pip install scipy-openblas32`)"
+        ) from None
+    libdir = ob.get_lib_dir()
+    return BlasFlags(
+        compile=(f"-I{ob.get_include_dir()}",),
+        link=(f"-L{libdir}", f"-l{ob.get_library()}", f"-Wl,-rpath,{libdir}"),
+    )
+
+
+# --- compiling ------------------------------------------------------------------------------
+
+
+def _trim_log(log: str, full_log: Path) -> str:
+    """The head of a long compiler log: the first errors are the ones that explain it."""
+    lines = log.rstrip().splitlines()
+    head = "\n".join(lines[:_LOG_HEAD_LINES])
+    if len(head) > _LOG_MAX_CHARS:
+        head = head[:_LOG_MAX_CHARS]
+    if len(head) < len("\n".join(lines)):
+        head += f"\n... ({len(lines)} lines in all; full log: {full_log})"
+    return head
+
+
+def compile_source(
+    source: str,
+    *,
+    flags: Sequence[str] = (),
+    extra_link: Sequence[str] = (),
+    debug: bool | None = None,
+) -> Path:
+    """Compile C++ `source` into a shared object and return its path in the cache.
+
+    `flags` go before the source file (defines, include paths), `extra_link` after it
+    (libraries). The runtime headers (`runtime/`) are always on the include path. A
+    cached module with the same key is returned without running the compiler. A
+    compiler failure raises `CompileError` with the compiler's log and the path of
+    the saved source.
+    """
+    compiler = require_compiler()
+    head = [*BASE_FLAGS, f"-I{RUNTIME_DIR}", *flags]
+    tail = list(extra_link)
+    key = cache.make_key(
+        source,
+        "\0".join(head),
+        "\0".join(tail),
+        compiler_identity(compiler),
+        _cpu_identity(compiler),
+        _runtime_digest(),
+    )
+    folder = cache.namespace_dir(NAMESPACE)
+    src_path = folder / f"{key}.cpp"
+    if not src_path.exists():
+        cache.write_atomic(src_path, source.encode())
+    show = debug_enabled(debug)
+    if show:
+        _debug(f"generated source {src_path}")
+
+    def build(out: Path) -> None:
+        cmd = [compiler, *head, str(src_path), "-o", str(out), *tail]
+        start = time.perf_counter()
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            log = result.stdout + result.stderr
+            log_path = folder / f"{key}.log"
+            cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
+            raise CompileError(
+                f"C++ compilation failed ({COMPILER} exited with {result.returncode}); "
+                f"command: {shlex.join(cmd)}",
+                log=_trim_log(log, log_path),
+                source_path=str(src_path),
+            )
+        if show:
+            _debug(f"compiled in {time.perf_counter() - start:.2f}s")
+
+    path, built = cache.get_or_build(NAMESPACE, key, ".so", build)
+    if show:
+        _debug(f"module {path} ({'built' if built else 'from cache'})")
+    return path
+
+
+# --- the bridge -----------------------------------------------------------------------------
+
+BRIDGE_SOURCE = Path(__file__).resolve().parent / "bridge.cpp"
+BRIDGE_MODULE = "_lanterna_bridge"  # the name PYBIND11_MODULE gives it in bridge.cpp
+_bridge_lock = threading.Lock()
+_bridge: ModuleType | None = None
+
+
+def _bridge_command_parts() -> tuple[list[str], list[str]]:
+    import pybind11
+
+    paths = sysconfig.get_paths()
+    includes = dict.fromkeys([pybind11.get_include(), paths["include"], paths["platinclude"]])
+    head = [
+        "-std=c++17",
+        "-O2",
+        "-fPIC",
+        "-shared",
+        "-fvisibility=hidden",
+        *(f"-I{inc}" for inc in includes),
+    ]
+    return head, ["-ldl"]
+
+
+def build_bridge(*, debug: bool | None = None) -> Path:
+    """The path of the bridge extension for this Python, pybind11 and compiler, building
+    it into the cache on first use (a few seconds, once per machine)."""
+    import pybind11
+
+    compiler = require_compiler()
+    head, tail = _bridge_command_parts()
+    source = BRIDGE_SOURCE.read_bytes()
+    suffix = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+    key = cache.make_key(
+        source,
+        "\0".join(head),
+        "\0".join(tail),
+        compiler_identity(compiler),
+        sys.version,
+        suffix,
+        pybind11.__version__,
+    )
+    show = debug_enabled(debug)
+
+    def build(out: Path) -> None:
+        cmd = [compiler, *head, str(BRIDGE_SOURCE), "-o", str(out), *tail]
+        start = time.perf_counter()
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            log = result.stdout + result.stderr
+            log_path = out.parent / f"{key}.log"
+            cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
+            raise CompileError(
+                f"building the lanterna bridge failed ({COMPILER} exited with "
+                f"{result.returncode}); command: {shlex.join(cmd)}",
+                log=_trim_log(log, log_path),
+                source_path=str(BRIDGE_SOURCE),
+            )
+        if show:
+            _debug(f"built the bridge in {time.perf_counter() - start:.2f}s")
+
+    path, _ = cache.get_or_build("bridge", key, suffix, build)
+    return path
+
+
+def load_bridge(*, debug: bool | None = None) -> ModuleType:
+    """The bridge extension module, built if needed and imported once per process."""
+    global _bridge
+    with _bridge_lock:
+        if _bridge is None:
+            path = build_bridge(debug=debug)
+            spec = importlib.util.spec_from_file_location(BRIDGE_MODULE, path)
+            if spec is None or spec.loader is None:
+                raise CompileError(f"cannot import the lanterna bridge from {path}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            _bridge = module
+        return _bridge

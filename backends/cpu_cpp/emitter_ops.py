@@ -1,0 +1,652 @@
+"""The cpu backend's op table: how each `ln`, `ad` and `arith` op becomes C++.
+
+Elementwise ops are a table from op to an expression template over the
+operands' elements (`{0}`, `{1}`, ...), rendered as one loop over the result
+with broadcasting resolved into static index arithmetic. Larger ops call
+templated kernels of `runtime/lanterna_cpu.h` with static sizes. The CUDA
+emitter reuses these tables and overrides the entries it lowers differently.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from xdsl.dialects import arith
+from xdsl.dialects.builtin import (
+    DenseIntOrFPElementsAttr,
+    FloatAttr,
+    IntegerAttr,
+    StringAttr,
+    TensorType,
+)
+from xdsl.ir import Attribute, Operation, SSAValue
+
+from lanterna.backends.cpu_cpp.emitter import CEmitter, Lowering
+from lanterna.ir import ad, ln
+from lanterna.ir.ln.base import get_float, get_int, get_ints
+from lanterna.ir.types import is_float
+
+# --- shapes and literals --------------------------------------------------------------------
+
+
+def shape(v: SSAValue | Attribute) -> tuple[int, ...]:
+    t = v.type if isinstance(v, SSAValue) else v
+    if isinstance(t, ad.CellType):
+        t = t.elem
+    assert isinstance(t, TensorType)
+    return tuple(t.get_shape())
+
+
+def numel(v: SSAValue | Attribute) -> int:
+    return math.prod(shape(v))
+
+
+def element(v: SSAValue) -> Attribute:
+    t = v.type
+    if isinstance(t, ad.CellType):
+        t = t.elem
+    assert isinstance(t, TensorType)
+    return t.element_type
+
+
+def strides(dims: Sequence[int]) -> list[int]:
+    out, acc = [], 1
+    for d in reversed(dims):
+        out.append(acc)
+        acc *= d
+    return out[::-1]
+
+
+def literal(em: CEmitter, value: float | bool, t: Attribute) -> str:
+    """A C++ literal of scalar type `t` holding exactly `value`."""
+    c = em.scalar_type(t)
+    if c == "bool":
+        return "true" if value else "false"
+    if c in ("float", "double"):
+        v = float(value)
+        if math.isnan(v):
+            return f"std::numeric_limits<{c}>::quiet_NaN()"
+        if math.isinf(v):
+            return ("-" if v < 0 else "") + f"std::numeric_limits<{c}>::infinity()"
+        if c == "float":
+            import numpy as np
+
+            text = str(np.float32(v))
+            return text + ("f" if any(ch in text for ch in ".e") else ".0f")
+        text = repr(v)
+        return text if any(ch in text for ch in ".e") else text + ".0"
+    v = int(value)
+    bits = 32 if c == "int32_t" else 64
+    if v == -(1 << (bits - 1)):
+        return f"({v + 1} - 1)"
+    return f"{v}" if bits == 32 else f"INT64_C({v})"
+
+
+def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
+    """Declare the op's tensor result as a fresh arena buffer: (name, C element type, size)."""
+    r = op.results[0]
+    c = em.scalar_type(element(r))
+    n = numel(r)
+    name = em.define(r)
+    em.line(f"{c}* {name} = lanterna::alloc<{c}>({n});")
+    return name, c, n
+
+
+def alias(em: CEmitter, op: Operation, src: SSAValue) -> None:
+    r = op.results[0]
+    em.line(f"{em.ctype(r.type)} {em.define(r)} = {em.ref(src)};")
+
+
+def arr(values: Sequence[int]) -> str:
+    return "{" + ", ".join(str(v) for v in values) + "}"
+
+
+# --- elementwise ----------------------------------------------------------------------------
+
+
+def elementwise(em: CEmitter, op: Operation, template: str, operands: Sequence[SSAValue]) -> None:
+    """One loop over the result; operands broadcast numpy-style."""
+    out = shape(op.results[0])
+    y, _, n = result(em, op)
+    if all(shape(o) == out or numel(o) == 1 for o in operands):
+        args = [f"{em.ref(o)}[{'i_' if shape(o) == out and n != 1 else '0'}]" for o in operands]
+        em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {template.format(*args)};")
+        return
+    rank = len(out)
+    loops = [f"i{d}_" for d in range(rank)]
+
+    def index(dims: Sequence[int]) -> str:
+        aligned = (1,) * (rank - len(dims)) + tuple(dims)
+        terms = []
+        for d, (extent, stride) in enumerate(zip(aligned, strides(aligned), strict=True)):
+            if extent != 1:
+                terms.append(loops[d] if stride == 1 else f"{loops[d]} * {stride}")
+        return " + ".join(terms) or "0"
+
+    for d, extent in enumerate(out):
+        em.line(f"for (int64_t {loops[d]} = 0; {loops[d]} < {extent}; ++{loops[d]})")
+        em.depth += 1
+    args = [f"{em.ref(o)}[{index(shape(o))}]" for o in operands]
+    em.line(f"{y}[{index(out)}] = {template.format(*args)};")
+    em.depth -= rank
+
+
+def same(template: str) -> tuple[str, str]:
+    return (template, template)
+
+
+# Expression templates per op: (float template, integer template).
+BINARY: dict[type[Operation], tuple[str, str]] = {
+    ln.AddOp: ("{0} + {1}", "lanterna::wrap_add({0}, {1})"),
+    ln.SubOp: ("{0} - {1}", "lanterna::wrap_sub({0}, {1})"),
+    ln.MulOp: ("{0} * {1}", "lanterna::wrap_mul({0}, {1})"),
+    ln.DivOp: ("{0} / {1}", "{0} / {1}"),
+    ln.MaximumOp: same("lanterna::maximum({0}, {1})"),
+    ln.MinimumOp: same("lanterna::minimum({0}, {1})"),
+    ln.LtOp: same("{0} < {1}"),
+    ln.LeOp: same("{0} <= {1}"),
+    ln.GtOp: same("{0} > {1}"),
+    ln.GeOp: same("{0} >= {1}"),
+    ln.EqOp: same("{0} == {1}"),
+    ln.NeOp: same("{0} != {1}"),
+}
+
+UNARY: dict[type[Operation], tuple[str, str]] = {
+    ln.NegOp: ("-{0}", "lanterna::wrap_neg({0})"),
+    ln.AbsOp: same("lanterna::abs_of({0})"),
+    ln.ExpOp: same("std::exp({0})"),
+    ln.LogOp: same("std::log({0})"),
+    ln.TanhOp: same("std::tanh({0})"),
+    ln.SqrtOp: same("std::sqrt({0})"),
+    ln.SigmoidOp: same("lanterna::sigmoid({0})"),
+    ln.ReluOp: same("lanterna::relu({0})"),
+}
+
+
+def _pick(templates: tuple[str, str], op: Operation) -> str:
+    return templates[0] if is_float(element(op.operands[0])) else templates[1]
+
+
+def _binary(em: CEmitter, op: Operation) -> None:
+    elementwise(em, op, _pick(BINARY[type(op)], op), list(op.operands))
+
+
+def _unary(em: CEmitter, op: Operation) -> None:
+    elementwise(em, op, _pick(UNARY[type(op)], op), list(op.operands))
+
+
+def _pow(em: CEmitter, op: Operation) -> None:
+    p = literal(em, get_float(op.properties, "exponent"), element(op.operands[0]))
+    elementwise(em, op, f"std::pow({{0}}, {p})", list(op.operands))
+
+
+def _select(em: CEmitter, op: Operation) -> None:
+    elementwise(em, op, "{0} ? {1} : {2}", list(op.operands))
+
+
+def _cast(em: CEmitter, op: Operation) -> None:
+    c = em.scalar_type(element(op.results[0]))
+    elementwise(em, op, f"static_cast<{c}>({{0}})", list(op.operands))
+
+
+def _constant(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    value = op.properties["value"]
+    assert isinstance(value, DenseIntOrFPElementsAttr)
+    e = element(r)
+    c = em.scalar_type(e)
+    name = em.define(r)
+    n = numel(r)
+    values = list(value.get_values())
+    if len(values) == 1 and n != 1:  # a splat
+        values = values * n
+    if n == 0:
+        em.line(f"const {c}* {name} = lanterna::alloc<{c}>(0);")
+        return
+    data = em.fresh(name + "_data")
+    em.line(f"static const {c} {data}[{n}] = {{{', '.join(literal(em, v, e) for v in values)}}};")
+    em.line(f"const {c}* {name} = {data};")
+
+
+def _fill(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    if isinstance(op, ln.FullOp):
+        value: float = get_float(op.properties, "value")
+    else:
+        value = 1.0 if isinstance(op, ln.OnesOp) else 0.0
+    e = element(r)
+    c = em.scalar_type(e)
+    if is_float(e):
+        v = literal(em, value, e)
+    elif c == "bool":
+        v = literal(em, value != 0, e)
+    else:
+        v = literal(em, int(value), e)  # numpy truncates toward zero
+    em.line(f"{c}* {em.define(r)} = lanterna::filled<{c}>({numel(r)}, {v});")
+
+
+# --- reductions -----------------------------------------------------------------------------
+
+
+def _reduce(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    axes = get_ints(op.properties, "axes")
+    dims = list(shape(x))
+    c = em.scalar_type(element(x))
+    if not axes:
+        alias(em, op, x)
+        return
+    # Reduce runs of adjacent axes, last run first; each run is one [outer, n, inner] pass.
+    runs: list[list[int]] = []
+    for a in axes:
+        if runs and runs[-1][-1] == a - 1:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    kernel = "reduce_max" if isinstance(op, ln.MaxOp) else "reduce_sum"
+    src = em.ref(x)
+    out_name = em.define(op.results[0])
+    for k, run in enumerate(reversed(runs)):
+        outer = math.prod(dims[: run[0]])
+        extent = math.prod(dims[run[0] : run[-1] + 1])
+        inner = math.prod(dims[run[-1] + 1 :])
+        for a in run:
+            dims[a] = 1
+        dst = out_name if k == len(runs) - 1 else em.fresh(f"{out_name}_part")
+        em.line(f"{c}* {dst} = lanterna::alloc<{c}>({outer * inner});")
+        em.line(f"lanterna::{kernel}({src}, {dst}, {outer}, {extent}, {inner});")
+        src = dst
+    if isinstance(op, ln.MeanOp):
+        count = math.prod(shape(x)[a] for a in axes)
+        n = math.prod(dims)
+        em.line(
+            f"for (int64_t i_ = 0; i_ < {n}; ++i_) {out_name}[i_] = "
+            f"{out_name}[i_] / static_cast<{c}>({count});"
+        )
+
+
+# --- linear algebra -------------------------------------------------------------------------
+
+
+def _matmul(em: CEmitter, op: Operation) -> None:
+    a, b = op.operands
+    sa, sb = shape(a), shape(b)
+    y, _, _ = result(em, op)
+    match len(sa), len(sb):
+        case (2, 2):
+            batch, m, k, n, a_stride, b_stride = 1, sa[0], sa[1], sb[1], 0, 0
+        case (2, 1):
+            batch, m, k, n, a_stride, b_stride = 1, sa[0], sa[1], 1, 0, 0
+        case (1, 2):
+            batch, m, k, n, a_stride, b_stride = 1, 1, sa[0], sb[1], 0, 0
+        case (3, 3):
+            batch, m, k, n = sa[0], sa[1], sa[2], sb[2]
+            a_stride, b_stride = m * k, k * n
+        case (3, 2):
+            # The batch shares b: fold it into the rows.
+            batch, m, k, n, a_stride, b_stride = 1, sa[0] * sa[1], sa[2], sb[1], 0, 0
+        case ranks:
+            raise NotImplementedError(f"cpu backend: ln.matmul with operand ranks {ranks}")
+    em.line(
+        f"lanterna::matmul({em.ref(a)}, {a_stride}, {em.ref(b)}, {b_stride}, {y}, "
+        f"{batch}, {m}, {n}, {k});"
+    )
+
+
+# --- data movement --------------------------------------------------------------------------
+
+
+def copy_strided(
+    em: CEmitter,
+    c: str,
+    dst: str,
+    dst_strides: Sequence[int],
+    dst_offset: int,
+    src: str,
+    src_strides: Sequence[int],
+    src_offset: int,
+    dims: Sequence[int],
+) -> None:
+    em.line(
+        f"lanterna::copy_strided<{c}, {len(dims)}>({dst}, {arr(dst_strides)}, {dst_offset}, "
+        f"{src}, {arr(src_strides)}, {src_offset}, {arr(dims)});"
+    )
+
+
+def _reshape(em: CEmitter, op: Operation) -> None:
+    # Values are immutable, so a reshape shares its operand's buffer.
+    alias(em, op, op.operands[0])
+
+
+def _transpose(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    perm = get_ints(op.properties, "perm")
+    if list(perm) == sorted(perm):
+        alias(em, op, x)
+        return
+    y, c, _ = result(em, op)
+    out = shape(op.results[0])
+    xs = strides(shape(x))
+    copy_strided(em, c, y, strides(out), 0, em.ref(x), [xs[p] for p in perm], 0, out)
+
+
+def _broadcast_to(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    out = shape(op.results[0])
+    src = shape(x)
+    if src == out:
+        alias(em, op, x)
+        return
+    y, c, _ = result(em, op)
+    aligned = (1,) * (len(out) - len(src)) + src
+    src_strides = [0 if d == 1 else s for d, s in zip(aligned, strides(aligned), strict=True)]
+    copy_strided(em, c, y, strides(out), 0, em.ref(x), src_strides, 0, out)
+
+
+def _slice(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    start, step = get_ints(op.properties, "start"), get_ints(op.properties, "step")
+    out = shape(op.results[0])
+    xs = strides(shape(x))
+    y, c, _ = result(em, op)
+    offset = sum(a * s for a, s in zip(start, xs, strict=True))
+    src_strides = [s * k for s, k in zip(xs, step, strict=True)]
+    copy_strided(em, c, y, strides(out), 0, em.ref(x), src_strides, offset, out)
+
+
+def _concatenate(em: CEmitter, op: Operation) -> None:
+    axis = get_int(op.properties, "axis")
+    out = shape(op.results[0])
+    out_strides = strides(out)
+    y, c, _ = result(em, op)
+    offset = 0
+    for x in op.operands:
+        dims = shape(x)
+        copy_strided(
+            em, c, y, out_strides, offset * out_strides[axis], em.ref(x), strides(dims), 0, dims
+        )
+        offset += dims[axis]
+
+
+def _gather(em: CEmitter, op: Operation) -> None:
+    table, indices = op.operands
+    rows, *rest = shape(table)
+    y, _, _ = result(em, op)
+    em.line(
+        f"lanterna::gather({em.ref(table)}, {em.ref(indices)}, {y}, {numel(indices)}, {rows}, "
+        f'{math.prod(rest)}, "{op.name}");'
+    )
+
+
+def _scatter_add(em: CEmitter, op: Operation) -> None:
+    updates, indices = op.operands
+    rows, *rest = shape(op.results[0])
+    y, _, _ = result(em, op)
+    em.line(
+        f"lanterna::scatter_add({em.ref(updates)}, {em.ref(indices)}, {y}, {numel(indices)}, "
+        f'{rows}, {math.prod(rest)}, "{op.name}");'
+    )
+
+
+def _item(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    em.line(f"{em.ctype(r.type)} {em.define(r)} = {em.ref(op.operands[0])}[0];")
+
+
+def _from_scalar(em: CEmitter, op: Operation) -> None:
+    y, _, _ = result(em, op)
+    em.line(f"{y}[0] = {em.ref(op.operands[0])};")
+
+
+# --- nn -------------------------------------------------------------------------------------
+
+
+def _softmax(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    axis = get_int(op.properties, "axis")
+    dims = shape(x)
+    y, _, _ = result(em, op)
+    log = "true" if isinstance(op, ln.LogSoftmaxOp) else "false"
+    em.line(
+        f"lanterna::softmax({em.ref(x)}, {y}, {math.prod(dims[:axis])}, {dims[axis]}, "
+        f"{math.prod(dims[axis + 1 :])}, {log});"
+    )
+
+
+def _loss(em: CEmitter, op: Operation) -> None:
+    scores, target = op.operands
+    n, classes = shape(scores)
+    reduction = op.properties["reduction"]
+    assert isinstance(reduction, StringAttr)
+    mean = "true" if reduction.data == "mean" else "false"
+    y, c, _ = result(em, op)
+    logp = em.ref(scores)
+    if isinstance(op, ln.CrossEntropyOp):
+        logp = em.fresh(f"{y}_logp")
+        em.line(f"{c}* {logp} = lanterna::alloc<{c}>({n * classes});")
+        em.line(f"lanterna::softmax({em.ref(scores)}, {logp}, {n}, {classes}, 1, true);")
+    em.line(
+        f'{y}[0] = lanterna::nll_loss({logp}, {em.ref(target)}, {n}, {classes}, {mean}, "{op.name}");'
+    )
+
+
+def window(
+    x: SSAValue, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]
+) -> str:
+    n, c, h, w = shape(x)
+    return f"lanterna::Window{arr([n, c, h, w, *kernel, *stride, *padding])}"
+
+
+def _conv2d(em: CEmitter, op: Operation) -> None:
+    x, w = op.operands
+    o, _, kh, kw = shape(w)
+    stride, padding = get_ints(op.properties, "stride"), get_ints(op.properties, "padding")
+    y, _, _ = result(em, op)
+    em.line(
+        f"lanterna::conv2d({em.ref(x)}, {em.ref(w)}, {y}, {window(x, (kh, kw), stride, padding)}, {o});"
+    )
+
+
+def _pool(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    props = [get_ints(op.properties, k) for k in ("kernel", "stride", "padding")]
+    y, _, _ = result(em, op)
+    kernel = {ln.MaxPool2dOp: "max_pool2d", ln.AvgPool2dOp: "avg_pool2d"}[type(op)]
+    em.line(f"lanterna::{kernel}({em.ref(x)}, {y}, {window(x, *props)});")
+
+
+def _max_pool2d_grad(em: CEmitter, op: Operation) -> None:
+    x, g = op.operands
+    props = [get_ints(op.properties, k) for k in ("kernel", "stride", "padding")]
+    y, _, _ = result(em, op)
+    em.line(f"lanterna::max_pool2d_grad({em.ref(x)}, {em.ref(g)}, {y}, {window(x, *props)});")
+
+
+def _dropout(em: CEmitter, op: Operation) -> None:
+    x, seed = op.operands
+    rate = repr(get_float(op.properties, "rate"))
+    y, _, n = result(em, op)
+    em.line(f"lanterna::dropout({em.ref(x)}, {em.ref(seed)}[0], {y}, {n}, {rate});")
+
+
+# --- adjoint cells --------------------------------------------------------------------------
+
+
+def _zero_like(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    c = em.scalar_type(element(r))
+    em.line(f"{c}* {em.define(r)} = lanterna::zeros<{c}>({numel(r)});")
+
+
+def _accum(em: CEmitter, op: Operation) -> None:
+    cell, g = op.operands
+    cell_name, g_name = em.ref(cell), em.ref(g)
+    add = "{0} + {1}" if is_float(element(g)) else "lanterna::wrap_add({0}, {1})"
+    em.line(
+        f"for (int64_t i_ = 0; i_ < {numel(g)}; ++i_) {cell_name}[i_] = "
+        f"{add.format(f'{cell_name}[i_]', f'{g_name}[i_]')};"
+    )
+
+
+def _load(em: CEmitter, op: Operation) -> None:
+    # A snapshot: later accumulations must not change the loaded value.
+    r = op.results[0]
+    c = em.scalar_type(element(r))
+    em.line(f"const {c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
+
+
+# --- arith ----------------------------------------------------------------------------------
+
+
+def _scalar(em: CEmitter, op: Operation, expr: str) -> None:
+    r = op.results[0]
+    em.line(f"{em.ctype(r.type)} {em.define(r)} = {expr};")
+
+
+def _arith_template(template: str) -> Lowering:
+    def lower(em: CEmitter, op: Operation) -> None:
+        _scalar(
+            em,
+            op,
+            template.format(*(em.ref(o) for o in op.operands), t=em.ctype(op.results[0].type)),
+        )
+
+    return lower
+
+
+def _arith_int_or_float(int_template: str, float_template: str) -> Lowering:
+    def lower(em: CEmitter, op: Operation) -> None:
+        t = op.results[0].type
+        template = float_template if is_float(t) else int_template
+        _scalar(em, op, template.format(*(em.ref(o) for o in op.operands), t=em.ctype(t)))
+
+    return lower
+
+
+def _arith_constant(em: CEmitter, op: Operation) -> None:
+    value = op.properties["value"]
+    t = op.results[0].type
+    if isinstance(value, DenseIntOrFPElementsAttr):
+        _constant(em, op)
+        return
+    assert isinstance(value, IntegerAttr | FloatAttr)
+    _scalar(em, op, literal(em, value.value.data, t))
+
+
+_CMPI = {
+    0: "{0} == {1}",
+    1: "{0} != {1}",
+    2: "{0} < {1}",
+    3: "{0} <= {1}",
+    4: "{0} > {1}",
+    5: "{0} >= {1}",
+}
+_CMPF = {
+    0: "false",
+    1: "{0} == {1}",
+    2: "{0} > {1}",
+    3: "{0} >= {1}",
+    4: "{0} < {1}",
+    5: "{0} <= {1}",
+    6: "({0} < {1} || {0} > {1})",
+    7: "!(std::isnan({0}) || std::isnan({1}))",
+    8: "!({0} < {1} || {0} > {1})",
+    9: "!({0} <= {1})",
+    10: "!({0} < {1})",
+    11: "!({0} >= {1})",
+    12: "!({0} > {1})",
+    13: "!({0} == {1})",
+    14: "(std::isnan({0}) || std::isnan({1}))",
+    15: "true",
+}
+
+
+def _cmp(em: CEmitter, op: Operation) -> None:
+    pred = op.properties["predicate"]
+    assert isinstance(pred, IntegerAttr)
+    table = _CMPF if isinstance(op, arith.CmpfOp) else _CMPI
+    if pred.value.data not in table:
+        raise NotImplementedError(
+            f"cpu backend has no lowering for '{op.name}' predicate {pred.value.data}"
+        )
+    _scalar(em, op, table[pred.value.data].format(*(em.ref(o) for o in op.operands)))
+
+
+_CAST = "static_cast<{t}>({0})"
+
+ARITH_OPS: dict[type[Operation], Lowering] = {
+    arith.ConstantOp: _arith_constant,
+    arith.AddiOp: _arith_template("lanterna::wrap_add({0}, {1})"),
+    arith.SubiOp: _arith_template("lanterna::wrap_sub({0}, {1})"),
+    arith.MuliOp: _arith_template("lanterna::wrap_mul({0}, {1})"),
+    arith.DivSIOp: _arith_template("lanterna::div_trunc({0}, {1})"),
+    arith.RemSIOp: _arith_template("lanterna::rem_trunc({0}, {1})"),
+    arith.FloorDivSIOp: _arith_template("lanterna::div_floor({0}, {1})"),
+    arith.MaxSIOp: _arith_template("std::max({0}, {1})"),
+    arith.MinSIOp: _arith_template("std::min({0}, {1})"),
+    arith.AndIOp: _arith_template("static_cast<{t}>({0} & {1})"),
+    arith.OrIOp: _arith_template("static_cast<{t}>({0} | {1})"),
+    arith.XOrIOp: _arith_template("static_cast<{t}>({0} ^ {1})"),
+    arith.AddfOp: _arith_template("{0} + {1}"),
+    arith.SubfOp: _arith_template("{0} - {1}"),
+    arith.MulfOp: _arith_template("{0} * {1}"),
+    arith.DivfOp: _arith_template("{0} / {1}"),
+    arith.NegfOp: _arith_template("-{0}"),
+    arith.MaximumfOp: _arith_template("lanterna::maximum({0}, {1})"),
+    arith.MinimumfOp: _arith_template("lanterna::minimum({0}, {1})"),
+    arith.CmpiOp: _cmp,
+    arith.CmpfOp: _cmp,
+    arith.SelectOp: _arith_template("{0} ? {1} : {2}"),
+    arith.IndexCastOp: _arith_template(_CAST),
+    arith.SIToFPOp: _arith_template(_CAST),
+    arith.FPToSIOp: _arith_template(_CAST),
+    arith.ExtFOp: _arith_template(_CAST),
+    arith.TruncFOp: _arith_template(_CAST),
+    arith.ExtSIOp: _arith_template(_CAST),
+    arith.TruncIOp: _arith_template(_CAST),
+}
+
+# --- the table ------------------------------------------------------------------------------
+
+LN_TABLE: dict[type[Operation], Lowering] = {
+    **{op: _binary for op in BINARY},
+    **{op: _unary for op in UNARY},
+    ln.PowOp: _pow,
+    ln.SelectOp: _select,
+    ln.CastOp: _cast,
+    ln.ConstantOp: _constant,
+    ln.ZerosOp: _fill,
+    ln.OnesOp: _fill,
+    ln.FullOp: _fill,
+    ln.SumOp: _reduce,
+    ln.MeanOp: _reduce,
+    ln.MaxOp: _reduce,
+    ln.MatmulOp: _matmul,
+    ln.ReshapeOp: _reshape,
+    ln.TransposeOp: _transpose,
+    ln.BroadcastToOp: _broadcast_to,
+    ln.SliceOp: _slice,
+    ln.ConcatenateOp: _concatenate,
+    ln.GatherOp: _gather,
+    ln.ScatterAddOp: _scatter_add,
+    ln.ItemOp: _item,
+    ln.FromScalarOp: _from_scalar,
+    ln.SoftmaxOp: _softmax,
+    ln.LogSoftmaxOp: _softmax,
+    ln.NllLossOp: _loss,
+    ln.CrossEntropyOp: _loss,
+    ln.Conv2dOp: _conv2d,
+    ln.MaxPool2dOp: _pool,
+    ln.AvgPool2dOp: _pool,
+    ln.MaxPool2dGradOp: _max_pool2d_grad,
+    ln.DropoutOp: _dropout,
+}
+
+AD_TABLE: dict[type[Operation], Lowering] = {
+    ad.ZeroLikeOp: _zero_like,
+    ad.AccumOp: _accum,
+    ad.LoadOp: _load,
+}
+
+CPU_OPS: dict[type[Operation], Lowering] = {**LN_TABLE, **AD_TABLE, **ARITH_OPS}

@@ -1,0 +1,625 @@
+// lanterna's C++ runtime for generated CPU modules (header only).
+//
+// Generated code (see backends/cpu_cpp/emitter.py) includes this header and
+// calls into it for everything larger than an elementwise loop: the per-call
+// arena, error reporting, BLAS, reductions, data movement, softmax, losses,
+// convolution, pooling and dropout. Each kernel reproduces the numpy semantics
+// of its op's `evaluate` in lanterna/ir/ln/*.py.
+//
+// Tensors are raw row-major pointers into the arena; shapes are static and
+// passed in by the generated code.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+#include <cblas.h>
+
+// BLAS entry points; scipy-openblas32 prefixes its symbols with `scipy_`.
+#ifndef LANTERNA_SGEMM
+#define LANTERNA_SGEMM scipy_cblas_sgemm
+#endif
+#ifndef LANTERNA_DGEMM
+#define LANTERNA_DGEMM scipy_cblas_dgemm
+#endif
+
+namespace lanterna {
+
+// --- errors -----------------------------------------------------------------------------
+
+// An index outside its extent (gather, scatter_add, nll targets): code 2.
+struct IndexError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// Any other runtime failure: code 1.
+struct RuntimeError : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] inline void index_error(const char* op, int64_t index, const std::string& what) {
+    throw IndexError("'" + std::string(op) + "': index " + std::to_string(index) +
+                     " is out of range for " + what);
+}
+
+// --- the arena --------------------------------------------------------------------------
+
+// A bump allocator for one call's intermediates. It grows by chunks and never
+// moves a block; `reset` (at the start of each call) keeps one chunk large
+// enough for the previous call's total, so steady state allocates nothing.
+class Arena {
+  public:
+    static constexpr size_t kAlign = 64;
+
+    Arena() = default;
+    Arena(const Arena&) = delete;
+    Arena& operator=(const Arena&) = delete;
+    ~Arena() { release(); }
+
+    void* allocate(size_t bytes) {
+        bytes = (bytes + kAlign - 1) / kAlign * kAlign;
+        if (bytes == 0) bytes = kAlign;
+        if (chunks_.empty() || used_ + bytes > chunks_.back().size) grow(bytes);
+        Chunk& c = chunks_.back();
+        void* p = c.data + used_;
+        used_ += bytes;
+        total_ += bytes;
+        return p;
+    }
+
+    void reset() {
+        if (chunks_.size() > 1) {
+            size_t want = std::max(total_, chunks_.back().size);
+            release();
+            grow(want);
+        }
+        used_ = 0;
+        total_ = 0;
+    }
+
+  private:
+    struct Chunk {
+        char* data;
+        size_t size;
+    };
+
+    void grow(size_t bytes) {
+        size_t size = std::max<size_t>(bytes, chunks_.empty() ? (size_t(1) << 20) : 2 * chunks_.back().size);
+        void* p = ::operator new(size, std::align_val_t(kAlign));
+        chunks_.push_back({static_cast<char*>(p), size});
+        used_ = 0;
+    }
+
+    void release() {
+        for (Chunk& c : chunks_) ::operator delete(c.data, std::align_val_t(kAlign));
+        chunks_.clear();
+        used_ = 0;
+    }
+
+    std::vector<Chunk> chunks_;
+    size_t used_ = 0;
+    size_t total_ = 0;
+};
+
+// One arena per thread, reused across calls of every generated module loaded
+// in this process (a call resets it on entry).
+inline Arena& arena() {
+    static thread_local Arena a;
+    return a;
+}
+
+template <class T>
+inline T* alloc(int64_t n) {
+    return static_cast<T*>(arena().allocate(sizeof(T) * static_cast<size_t>(n)));
+}
+
+template <class T>
+inline T* zeros(int64_t n) {
+    T* p = alloc<T>(n);
+    if (n) std::memset(static_cast<void*>(p), 0, sizeof(T) * static_cast<size_t>(n));
+    return p;
+}
+
+template <class T>
+inline T* copy(const T* src, int64_t n) {
+    T* p = alloc<T>(n);
+    if (n) std::memcpy(static_cast<void*>(p), src, sizeof(T) * static_cast<size_t>(n));
+    return p;
+}
+
+template <class T>
+inline T* filled(int64_t n, T value) {
+    T* p = alloc<T>(n);
+    for (int64_t i = 0; i < n; ++i) p[i] = value;
+    return p;
+}
+
+// --- the entry point --------------------------------------------------------------------
+
+// Runs `body` with a fresh arena and turns exceptions into return codes.
+template <class Body>
+inline int run_entry(char* err, size_t errlen, Body&& body) {
+    auto report = [&](const char* msg) {
+        if (err && errlen) std::snprintf(err, errlen, "%s", msg);
+    };
+    try {
+        arena().reset();
+        body();
+        return 0;
+    } catch (const IndexError& e) {
+        report(e.what());
+        return 2;
+    } catch (const std::bad_alloc&) {
+        report("out of memory");
+        return 1;
+    } catch (const std::exception& e) {
+        report(e.what());
+        return 1;
+    }
+}
+
+// Copies a result into its output buffer. Outputs may alias inputs (donated
+// buffers), so the generated code first stages every result that lies inside
+// an input buffer (`stage`), then copies all of them (`store`).
+struct Buffer {
+    const void* data;
+    size_t bytes;
+};
+
+inline bool overlaps(const void* p, size_t n, const Buffer& b) {
+    auto a0 = reinterpret_cast<uintptr_t>(p), b0 = reinterpret_cast<uintptr_t>(b.data);
+    return n && b.bytes && a0 < b0 + b.bytes && b0 < a0 + n;
+}
+
+template <class T, size_t N>
+inline const T* stage(const T* result, int64_t n, const std::array<Buffer, N>& inputs) {
+    size_t bytes = sizeof(T) * static_cast<size_t>(n);
+    for (const Buffer& b : inputs)
+        if (overlaps(result, bytes, b)) return copy(result, n);
+    return result;
+}
+
+template <class T>
+inline void store(void* out, const T* result, int64_t n) {
+    if (n && out != static_cast<const void*>(result))
+        std::memmove(out, result, sizeof(T) * static_cast<size_t>(n));
+}
+
+// --- closures ---------------------------------------------------------------------------
+
+// A closure that can call itself (`cont.lambda rec %self`). The body gets the
+// closure as its first argument. The shared holder keeps only a weak reference
+// to itself, so no reference cycle (and no leak) arises; while the closure runs,
+// its caller holds a strong reference.
+template <class R, class... A, class Body>
+inline std::function<R(A...)> recursive(Body body) {
+    using Fn = std::function<R(A...)>;
+    auto holder = std::make_shared<Fn>();
+    std::weak_ptr<Fn> weak = holder;
+    *holder = [weak, body](A... args) -> R {
+        std::shared_ptr<Fn> strong = weak.lock();
+        Fn self = [strong](A... inner) -> R { return (*strong)(inner...); };
+        return body(self, args...);
+    };
+    return [holder](A... args) -> R { return (*holder)(args...); };
+}
+
+// --- scalar arithmetic ------------------------------------------------------------------
+
+// Integer arithmetic wraps (two's complement), as numpy's does.
+template <class T>
+inline T wrap_add(T a, T b) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        using U = std::make_unsigned_t<T>;
+        return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
+    } else {
+        return a + b;
+    }
+}
+
+template <class T>
+inline T wrap_sub(T a, T b) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        using U = std::make_unsigned_t<T>;
+        return static_cast<T>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
+    } else {
+        return a - b;
+    }
+}
+
+template <class T>
+inline T wrap_mul(T a, T b) {
+    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+        using U = std::make_unsigned_t<T>;
+        // Promote past int so that uint16-sized products cannot overflow int.
+        using W = std::conditional_t<(sizeof(U) < sizeof(unsigned)), unsigned, U>;
+        return static_cast<T>(static_cast<U>(static_cast<W>(a) * static_cast<W>(b)));
+    } else {
+        return a * b;
+    }
+}
+
+template <class T>
+inline T wrap_neg(T a) {
+    return wrap_sub(T(0), a);
+}
+
+template <class T>
+inline T abs_of(T a) {
+    if constexpr (std::is_integral_v<T>) {
+        return a < 0 ? wrap_neg(a) : a;
+    } else {
+        return std::fabs(a);
+    }
+}
+
+// numpy's maximum/minimum: a NaN operand wins.
+template <class T>
+inline T maximum(T a, T b) {
+    if constexpr (std::is_floating_point_v<T>) {
+        if (a != a) return a;
+        if (b != b) return b;
+    }
+    return a < b ? b : a;
+}
+
+template <class T>
+inline T minimum(T a, T b) {
+    if constexpr (std::is_floating_point_v<T>) {
+        if (a != a) return a;
+        if (b != b) return b;
+    }
+    return b < a ? b : a;
+}
+
+// Split by sign so exp never overflows (as the reference does).
+template <class T>
+inline T sigmoid(T x) {
+    T e = std::exp(-std::fabs(x));
+    return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+
+template <class T>
+inline T relu(T x) {
+    return maximum(x, T(0));
+}
+
+// arith.divsi / remsi (truncating) and floordivsi, with Python's wrapping.
+template <class T>
+inline T div_trunc(T a, T b) {
+    if (b == 0) throw RuntimeError("arith.divsi: division by zero");
+    if (b == T(-1)) return wrap_neg(a);
+    return a / b;
+}
+
+template <class T>
+inline T rem_trunc(T a, T b) {
+    if (b == 0) throw RuntimeError("arith.remsi: division by zero");
+    if (b == T(-1)) return T(0);
+    return a % b;
+}
+
+template <class T>
+inline T div_floor(T a, T b) {
+    if (b == 0) throw RuntimeError("arith.floordivsi: division by zero");
+    if (b == T(-1)) return wrap_neg(a);
+    T q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+    return q;
+}
+
+// --- data movement ----------------------------------------------------------------------
+
+// dst[offset_d + sum i_k * dstride_k] = src[offset_s + sum i_k * sstride_k]
+// over the index space `shape`.
+template <class T, size_t R>
+inline void copy_strided(T* dst, const std::array<int64_t, R>& dstride, int64_t doff, const T* src,
+                         const std::array<int64_t, R>& sstride, int64_t soff,
+                         const std::array<int64_t, R>& shape) {
+    if constexpr (R == 0) {
+        dst[doff] = src[soff];
+    } else {
+        for (int64_t d : shape)
+            if (d == 0) return;
+        std::array<int64_t, R> idx{};
+        const int64_t inner = shape[R - 1], ds = dstride[R - 1], ss = sstride[R - 1];
+        while (true) {
+            int64_t od = doff, os = soff;
+            for (size_t k = 0; k + 1 < R; ++k) {
+                od += idx[k] * dstride[k];
+                os += idx[k] * sstride[k];
+            }
+            for (int64_t i = 0; i < inner; ++i) dst[od + i * ds] = src[os + i * ss];
+            // Advance the outer index (all but the last dimension).
+            int64_t k = static_cast<int64_t>(R) - 2;
+            for (; k >= 0; --k) {
+                if (++idx[k] < shape[k]) break;
+                idx[k] = 0;
+            }
+            if (k < 0) return;
+        }
+    }
+}
+
+template <class T, class I>
+inline void gather(const T* table, const I* idx, T* out, int64_t n, int64_t rows, int64_t row,
+                   const char* op) {
+    for (int64_t j = 0; j < n; ++j) {
+        int64_t r = static_cast<int64_t>(idx[j]);
+        if (r < 0 || r >= rows) index_error(op, r, "a table of " + std::to_string(rows) + " rows");
+        if (row) std::memcpy(out + j * row, table + r * row, sizeof(T) * static_cast<size_t>(row));
+    }
+}
+
+template <class T, class I>
+inline void scatter_add(const T* updates, const I* idx, T* out, int64_t n, int64_t rows, int64_t row,
+                        const char* op) {
+    for (int64_t j = 0; j < n; ++j) {
+        int64_t r = static_cast<int64_t>(idx[j]);
+        if (r < 0 || r >= rows) index_error(op, r, "a result of " + std::to_string(rows) + " rows");
+    }
+    std::memset(static_cast<void*>(out), 0, sizeof(T) * static_cast<size_t>(rows * row));
+    for (int64_t j = 0; j < n; ++j) {
+        T* dst = out + static_cast<int64_t>(idx[j]) * row;
+        const T* src = updates + j * row;
+        for (int64_t i = 0; i < row; ++i) dst[i] = wrap_add(dst[i], src[i]);
+    }
+}
+
+// --- reductions -------------------------------------------------------------------------
+
+// Reduce the middle extent of x viewed as [outer, n, inner] into out [outer, inner].
+template <class T>
+inline void reduce_sum(const T* x, T* out, int64_t outer, int64_t n, int64_t inner) {
+    for (int64_t o = 0; o < outer; ++o) {
+        T* dst = out + o * inner;
+        for (int64_t i = 0; i < inner; ++i) dst[i] = T(0);
+        for (int64_t r = 0; r < n; ++r) {
+            const T* src = x + (o * n + r) * inner;
+            for (int64_t i = 0; i < inner; ++i) dst[i] = wrap_add(dst[i], src[i]);
+        }
+    }
+}
+
+template <class T>
+inline void reduce_max(const T* x, T* out, int64_t outer, int64_t n, int64_t inner) {
+    for (int64_t o = 0; o < outer; ++o) {
+        T* dst = out + o * inner;
+        const T* first = x + o * n * inner;
+        for (int64_t i = 0; i < inner; ++i) dst[i] = first[i];
+        for (int64_t r = 1; r < n; ++r) {
+            const T* src = x + (o * n + r) * inner;
+            for (int64_t i = 0; i < inner; ++i) dst[i] = maximum(dst[i], src[i]);
+        }
+    }
+}
+
+// --- matmul -----------------------------------------------------------------------------
+
+// Row-major C[M, N] = A[M, K] @ B[K, N] (A, B, C contiguous unless lda/ldb say otherwise).
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                 const float* b, int64_t ldb, float* c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
+        return;
+    }
+    LANTERNA_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                   static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
+                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0f, c,
+                   static_cast<blasint>(ldc));
+}
+
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
+                 const double* b, int64_t ldb, double* c, int64_t ldc) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0;
+        return;
+    }
+    LANTERNA_DGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                   static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a,
+                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0, c,
+                   static_cast<blasint>(ldc));
+}
+
+// `batch` independent products; a stride of 0 shares an operand across the batch.
+template <class T>
+inline void matmul(const T* a, int64_t a_stride, const T* b, int64_t b_stride, T* c, int64_t batch,
+                   int64_t m, int64_t n, int64_t k) {
+    for (int64_t i = 0; i < batch; ++i)
+        gemm(false, false, m, n, k, a + i * a_stride, k, b + i * b_stride, n, c + i * m * n, n);
+}
+
+// --- softmax and losses -----------------------------------------------------------------
+
+// x viewed as [outer, n, inner], normalized along n.
+template <class T>
+inline void softmax(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, bool log) {
+    for (int64_t o = 0; o < outer; ++o)
+        for (int64_t i = 0; i < inner; ++i) {
+            const T* src = x + o * n * inner + i;
+            T* dst = y + o * n * inner + i;
+            T mx = src[0];
+            for (int64_t r = 1; r < n; ++r) mx = maximum(mx, src[r * inner]);
+            T total = T(0);
+            for (int64_t r = 0; r < n; ++r) {
+                T shifted = src[r * inner] - mx;
+                T e = std::exp(shifted);
+                total += e;
+                dst[r * inner] = log ? shifted : e;
+            }
+            if (log) {
+                T lt = std::log(total);
+                for (int64_t r = 0; r < n; ++r) dst[r * inner] -= lt;
+            } else {
+                for (int64_t r = 0; r < n; ++r) dst[r * inner] /= total;
+            }
+        }
+}
+
+// -sum_i logp[i, target[i]], divided by n when `mean`.
+template <class T, class I>
+inline T nll_loss(const T* logp, const I* target, int64_t n, int64_t c, bool mean, const char* op) {
+    for (int64_t i = 0; i < n; ++i) {
+        int64_t t = static_cast<int64_t>(target[i]);
+        if (t < 0 || t >= c) index_error(op, t, std::to_string(c) + " classes");
+    }
+    T total = T(0);
+    for (int64_t i = 0; i < n; ++i) total += logp[i * c + static_cast<int64_t>(target[i])];
+    total = -total;
+    return mean ? total / static_cast<T>(n) : total;
+}
+
+// --- convolution and pooling ------------------------------------------------------------
+
+struct Window {
+    int64_t n, c, h, w;     // input
+    int64_t kh, kw;         // kernel
+    int64_t sh, sw;         // stride
+    int64_t ph, pw;         // padding
+    int64_t oh() const { return (h + 2 * ph - kh) / sh + 1; }
+    int64_t ow() const { return (w + 2 * pw - kw) / sw + 1; }
+};
+
+// y[N, O, OH, OW] = correlation of x[N, C, H, W] with w[O, C, KH, KW]:
+// per image, im2col into [C*KH*KW, OH*OW], then one GEMM.
+template <class T>
+inline void conv2d(const T* x, const T* wt, T* y, const Window& g, int64_t o) {
+    const int64_t oh = g.oh(), ow = g.ow(), rows = g.c * g.kh * g.kw, cols = oh * ow;
+    T* col = alloc<T>(rows * cols);
+    for (int64_t n = 0; n < g.n; ++n) {
+        const T* img = x + n * g.c * g.h * g.w;
+        for (int64_t ch = 0; ch < g.c; ++ch)
+            for (int64_t u = 0; u < g.kh; ++u)
+                for (int64_t v = 0; v < g.kw; ++v) {
+                    T* dst = col + ((ch * g.kh + u) * g.kw + v) * cols;
+                    for (int64_t i = 0; i < oh; ++i) {
+                        int64_t r = i * g.sh + u - g.ph;
+                        for (int64_t j = 0; j < ow; ++j) {
+                            int64_t s = j * g.sw + v - g.pw;
+                            bool inside = r >= 0 && r < g.h && s >= 0 && s < g.w;
+                            dst[i * ow + j] = inside ? img[(ch * g.h + r) * g.w + s] : T(0);
+                        }
+                    }
+                }
+        gemm(false, false, o, cols, rows, wt, rows, col, cols, y + n * o * cols, cols);
+    }
+}
+
+template <class T>
+inline void max_pool2d(const T* x, T* y, const Window& g) {
+    const int64_t oh = g.oh(), ow = g.ow();
+    for (int64_t p = 0; p < g.n * g.c; ++p) {
+        const T* img = x + p * g.h * g.w;
+        for (int64_t i = 0; i < oh; ++i)
+            for (int64_t j = 0; j < ow; ++j) {
+                T best = -std::numeric_limits<T>::infinity();
+                for (int64_t u = 0; u < g.kh; ++u)
+                    for (int64_t v = 0; v < g.kw; ++v) {
+                        int64_t r = i * g.sh + u - g.ph, s = j * g.sw + v - g.pw;
+                        if (r >= 0 && r < g.h && s >= 0 && s < g.w) best = maximum(best, img[r * g.w + s]);
+                    }
+                y[(p * oh + i) * ow + j] = best;
+            }
+    }
+}
+
+// Padding counts as zeros; every window divides by KH * KW.
+template <class T>
+inline void avg_pool2d(const T* x, T* y, const Window& g) {
+    const int64_t oh = g.oh(), ow = g.ow();
+    const T area = static_cast<T>(g.kh * g.kw);
+    for (int64_t p = 0; p < g.n * g.c; ++p) {
+        const T* img = x + p * g.h * g.w;
+        for (int64_t i = 0; i < oh; ++i)
+            for (int64_t j = 0; j < ow; ++j) {
+                T total = T(0);
+                for (int64_t u = 0; u < g.kh; ++u)
+                    for (int64_t v = 0; v < g.kw; ++v) {
+                        int64_t r = i * g.sh + u - g.ph, s = j * g.sw + v - g.pw;
+                        if (r >= 0 && r < g.h && s >= 0 && s < g.w) total += img[r * g.w + s];
+                    }
+                y[(p * oh + i) * ow + j] = total / area;
+            }
+    }
+}
+
+// Each window's adjoint split evenly among the elements equal to its maximum
+// (padding is -inf and counts as a tie only when the maximum is -inf).
+template <class T>
+inline void max_pool2d_grad(const T* x, const T* gy, T* dx, const Window& g) {
+    const int64_t oh = g.oh(), ow = g.ow();
+    std::memset(static_cast<void*>(dx), 0, sizeof(T) * static_cast<size_t>(g.n * g.c * g.h * g.w));
+    const T ninf = -std::numeric_limits<T>::infinity();
+    for (int64_t p = 0; p < g.n * g.c; ++p) {
+        const T* img = x + p * g.h * g.w;
+        T* out = dx + p * g.h * g.w;
+        for (int64_t i = 0; i < oh; ++i)
+            for (int64_t j = 0; j < ow; ++j) {
+                T best = ninf;
+                for (int64_t u = 0; u < g.kh; ++u)
+                    for (int64_t v = 0; v < g.kw; ++v) {
+                        int64_t r = i * g.sh + u - g.ph, s = j * g.sw + v - g.pw;
+                        if (r >= 0 && r < g.h && s >= 0 && s < g.w) best = maximum(best, img[r * g.w + s]);
+                    }
+                int64_t hits = 0;
+                for (int64_t u = 0; u < g.kh; ++u)
+                    for (int64_t v = 0; v < g.kw; ++v) {
+                        int64_t r = i * g.sh + u - g.ph, s = j * g.sw + v - g.pw;
+                        bool inside = r >= 0 && r < g.h && s >= 0 && s < g.w;
+                        T value = inside ? img[r * g.w + s] : ninf;
+                        if (value == best) ++hits;
+                    }
+                T share = gy[(p * oh + i) * ow + j] / static_cast<T>(hits);
+                for (int64_t u = 0; u < g.kh; ++u)
+                    for (int64_t v = 0; v < g.kw; ++v) {
+                        int64_t r = i * g.sh + u - g.ph, s = j * g.sw + v - g.pw;
+                        if (r >= 0 && r < g.h && s >= 0 && s < g.w && img[r * g.w + s] == best)
+                            out[r * g.w + s] += share;
+                    }
+            }
+    }
+}
+
+// --- dropout ----------------------------------------------------------------------------
+
+constexpr uint64_t kGoldenGamma = 0x9E3779B97F4A7C15ull;
+
+inline uint64_t splitmix64(uint64_t z) {
+    z += kGoldenGamma;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Element i is kept iff (splitmix64(seed * gamma + i) >> 40) / 2^24 >= rate.
+template <class T>
+inline void dropout(const T* x, int64_t seed, T* y, int64_t n, double rate) {
+    const uint64_t base = static_cast<uint64_t>(seed) * kGoldenGamma;
+    const T scale = static_cast<T>(1.0 / (1.0 - rate));
+    for (int64_t i = 0; i < n; ++i) {
+        double u = static_cast<double>(splitmix64(base + static_cast<uint64_t>(i)) >> 40) / 16777216.0;
+        y[i] = u >= rate ? x[i] * scale : T(0);
+    }
+}
+
+}  // namespace lanterna

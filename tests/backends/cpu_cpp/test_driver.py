@@ -1,0 +1,172 @@
+"""The C++ compiler driver and the cpu backend's callable, on hand-written modules that
+follow the generated-code contract (`extern "C" int lanterna_entry(...)`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from xdsl.dialects.builtin import ModuleOp
+
+from lanterna.backends import get_backend
+from lanterna.backends.cpu_cpp import backend, cache, driver
+from lanterna.errors import CompileError, LanternaError, LanternaRuntimeError
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("g++") is None, reason="g++ is not on PATH: the cpu backend cannot compile"
+)
+
+F8 = ((8,), np.float32)
+SAXPY_SIG = ([F8, F8], [F8, ((3,), np.int64)])
+
+
+def load_saxpy(source: str, **kw) -> backend.CompiledFunction:
+    return backend.load(driver.compile_source(source), "saxpy", *SAXPY_SIG, **kw)
+
+
+def test_compile_and_call_without_copies(cache_dir: Path, saxpy: str):
+    f = load_saxpy(saxpy)
+    a = np.arange(8, dtype=np.float32)
+    b = np.full(8, 0.5, dtype=np.float32)
+    out, where = f(a, b)
+    np.testing.assert_array_equal(out, a * 2 + b)
+    # The module read the caller's arrays and wrote into the array that was returned.
+    assert where[0] == a.ctypes.data and where[1] == b.ctypes.data
+    assert where[2] == out.ctypes.data
+    assert out.flags.owndata and out.flags.writeable
+    # Each call gets fresh outputs.
+    out2, _ = f(a, b)
+    assert not np.shares_memory(out, out2)
+
+
+def test_arguments_are_converted_only_when_needed(cache_dir: Path, saxpy: str):
+    f = load_saxpy(saxpy)
+    strided = np.arange(16, dtype=np.float32)[::2]
+    doubles = np.ones(8, dtype=np.float64)
+    out, where = f(strided, doubles)
+    np.testing.assert_array_equal(out, strided * 2 + 1)
+    assert where[0] != strided.ctypes.data and where[1] != doubles.ctypes.data
+    out, _ = f(list(range(8)), np.zeros(8, np.float32))  # ints widen to float32
+    np.testing.assert_array_equal(out, np.arange(8) * 2)
+
+
+def test_bad_arguments_are_reported(cache_dir: Path, saxpy: str):
+    f = load_saxpy(saxpy)
+    a = np.zeros(8, np.float32)
+    with pytest.raises(TypeError, match="takes 2 arrays, got 1"):
+        f(a)
+    with pytest.raises(
+        ValueError, match=r"argument 1 of 'saxpy' has shape \(3,\), expected \(8,\)"
+    ):
+        f(a, np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="argument 0 .* dtype complex64, expected float32"):
+        f(a.astype(np.complex64), a)
+
+
+def test_runtime_errors_become_python_exceptions(cache_dir: Path, saxpy: str):
+    f = load_saxpy(saxpy)
+    a = np.arange(8, dtype=np.float32)
+    with pytest.raises(IndexError, match="index -3 is out of range for axis 0 of size 8") as e:
+        f(a - 3, a)
+    assert isinstance(e.value, LanternaError)
+    with pytest.raises(LanternaRuntimeError, match="value too large") as e2:
+        f(a + 2000, a)
+    assert isinstance(e2.value, RuntimeError) and not isinstance(e2.value, IndexError)
+
+
+def test_donated_argument_becomes_the_result(cache_dir: Path, saxpy: str):
+    f = load_saxpy(saxpy, donate=(0,))
+    assert f.donated == {0: 0}
+    w = np.arange(8, dtype=np.float32)
+    out, where = f(w, np.ones(8, np.float32))
+    assert out is w and where[2] == where[0] == w.ctypes.data
+    np.testing.assert_array_equal(w, np.arange(8) * 2 + 1)
+    # A read-only argument cannot be given away: the result gets its own buffer.
+    ro = np.arange(8, dtype=np.float32)
+    ro.flags.writeable = False
+    out, _ = f(ro, np.ones(8, np.float32))
+    assert out is not ro and not np.shares_memory(out, ro)
+    with pytest.raises(ValueError, match="donate index 5 is out of range"):
+        load_saxpy(saxpy, donate=(5,))
+
+
+def test_compiler_error_names_message_and_saved_source(cache_dir: Path):
+    source = 'extern "C" int lanterna_entry(void* const* i, void* const* o, char* e, unsigned long n) {\n  return 0 +;\n}\n'
+    with pytest.raises(CompileError) as e:
+        driver.compile_source(source)
+    err = e.value
+    assert "C++ compilation failed" in str(err)
+    assert "expected primary-expression" in err.log and "expected primary-expression" in str(err)
+    assert err.source_path is not None and err.source_path in str(err)
+    assert Path(err.source_path).read_text() == source
+    assert "Traceback" not in str(err)
+    # Nothing half-built is left behind as an entry or a temporary file.
+    assert [p.parent.name for p in cache.entries()] == ["bridge"]
+    assert not list(Path(err.source_path).parent.glob(".*.tmp"))
+
+
+def test_long_compiler_log_is_trimmed_and_saved(cache_dir: Path):
+    source = "\n".join(f"int f{i}() {{ return undefined_{i}; }}" for i in range(200))
+    with pytest.raises(CompileError) as e:
+        driver.compile_source(source)
+    log = e.value.log
+    assert "undefined_0" in log and "undefined_199" not in log
+    assert "full log:" in log
+    full = Path(log.rsplit("full log: ", 1)[1].rstrip(")"))
+    assert "undefined_199" in full.read_text()
+
+
+def test_flags_are_part_of_the_key(cache_dir: Path, saxpy: str):
+    plain = driver.compile_source(saxpy)
+    assert driver.compile_source(saxpy) == plain
+    assert driver.compile_source(saxpy, flags=("-DLANTERNA_TEST=1",)) != plain
+    assert driver.compile_source(saxpy + "\n// changed\n") != plain
+
+
+def test_blas_links(cache_dir: Path):
+    source = r"""
+#include <cstddef>
+#include <cblas.h>
+extern "C" int lanterna_entry(void* const* in, void* const* out, char*, size_t) {
+  scipy_cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 4, 3, 5, 1.0f,
+                    static_cast<const float*>(in[0]), 5, static_cast<const float*>(in[1]), 3,
+                    0.0f, static_cast<float*>(out[0]), 3);
+  return 0;
+}
+"""
+    blas = driver.blas_flags()
+    path = driver.compile_source(source, flags=blas.compile, extra_link=blas.link)
+    f = backend.load(
+        path, "mm", [((4, 5), np.float32), ((5, 3), np.float32)], [((4, 3), np.float32)]
+    )
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((4, 5), dtype=np.float32)
+    b = rng.standard_normal((5, 3), dtype=np.float32)
+    (c,) = f(a, b)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_debug_switch_prints_the_source_path(
+    cache_dir: Path, saxpy: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+):
+    path = driver.compile_source(saxpy)
+    assert capfd.readouterr().err == ""
+    monkeypatch.setenv("LANTERNA_DEBUG", "1")
+    driver.compile_source(saxpy)
+    err = capfd.readouterr().err
+    assert f"generated source {path.with_suffix('.cpp')}" in err
+    assert f"module {path} (from cache)" in err
+    driver.compile_source(saxpy, debug=False)
+    assert capfd.readouterr().err == ""
+
+
+def test_cpu_backend_is_registered_and_needs_a_compiler_only_to_compile(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cpu = get_backend("cpu")
+    assert cpu.default_pipeline == "lower-continuations,cse,dce"
+    monkeypatch.setenv("PATH", str(cache_dir))  # no g++ there
+    with pytest.raises(CompileError, match="no C\\+\\+ compiler: 'g\\+\\+' was not found on PATH"):
+        cpu.compile(ModuleOp([]), "f")

@@ -1,0 +1,86 @@
+// Invalid `ad` ops and types and the diagnostics they must produce (run by
+// test_invalid.py).
+//
+// Cases are separated by lines reading exactly `// -----`. Each case holds one
+// line `// expected-error@+N {{text}}` (as in MLIR's -verify-diagnostics):
+// parsing and verifying the case must fail, the diagnostic must contain `text`,
+// and it must belong to the line N lines below the comment. Parse errors carry
+// their own line; for verifier errors the op (or type) named in `text` must be
+// on that line. The custom syntax derives result types from the cell type, so
+// mismatched results are written in generic form.
+
+func.func @accum_value_type(%c: !ad.cell<tensor<3xf32>>, %g: tensor<3xf64>) {
+  // expected-error@+1 {{operand is used with type tensor<3xf32>, but has been previously used or defined with type tensor<3xf64>}}
+  ad.accum %c, %g : !ad.cell<tensor<3xf32>>
+  func.return
+}
+
+// -----
+
+func.func @accum_value_type_generic(%c: !ad.cell<tensor<3xf32>>, %g: tensor<3xf64>) {
+  // expected-error@+1 {{'ad.accum': value has type tensor<3xf64> but the cell holds tensor<3xf32>}}
+  "ad.accum"(%c, %g) : (!ad.cell<tensor<3xf32>>, tensor<3xf64>) -> ()
+  func.return
+}
+
+// -----
+
+func.func @accum_value_shape_generic(%c: !ad.cell<tensor<3xf32>>, %g: tensor<1x3xf32>) {
+  // expected-error@+1 {{'ad.accum': value has type tensor<1x3xf32> but the cell holds tensor<3xf32>}}
+  "ad.accum"(%c, %g) : (!ad.cell<tensor<3xf32>>, tensor<1x3xf32>) -> ()
+  func.return
+}
+
+// -----
+
+func.func @accum_into_a_tensor(%c: tensor<3xf32>, %g: tensor<3xf32>) {
+  // expected-error@+1 {{expected an !ad.cell<...> type, got tensor<3xf32>}}
+  ad.accum %c, %g : tensor<3xf32>
+  func.return
+}
+
+// -----
+
+func.func @load_from_a_tensor(%c: tensor<3xf32>) {
+  // expected-error@+1 {{expected an !ad.cell<...> type, got tensor<3xf32>}}
+  %g = ad.load %c : tensor<3xf32>
+  func.return
+}
+
+// -----
+
+func.func @load_result_generic(%c: !ad.cell<tensor<3xf32>>) {
+  // expected-error@+1 {{'ad.load': result tensor<3xf64> does not match the cell's tensor<3xf32>}}
+  %g = "ad.load"(%c) : (!ad.cell<tensor<3xf32>>) -> tensor<3xf64>
+  func.return
+}
+
+// -----
+
+func.func @zero_like_result_generic(%v: tensor<3xf32>) {
+  // expected-error@+1 {{'ad.zero_like': result !ad.cell<tensor<3xf64>> must be !ad.cell<tensor<3xf32>>}}
+  %c = "ad.zero_like"(%v) : (tensor<3xf32>) -> !ad.cell<tensor<3xf64>>
+  func.return
+}
+
+// -----
+
+func.func @zero_like_result_shape_generic(%v: tensor<2x3xf32>) {
+  // expected-error@+1 {{'ad.zero_like': result !ad.cell<tensor<3x2xf32>> must be !ad.cell<tensor<2x3xf32>>}}
+  %c = "ad.zero_like"(%v) : (tensor<2x3xf32>) -> !ad.cell<tensor<3x2xf32>>
+  func.return
+}
+
+// -----
+
+// expected-error@+1 {{!ad.cell holds a tensor type, got f32}}
+func.func @cell_of_a_scalar(%c: !ad.cell<f32>) {
+  func.return
+}
+
+// -----
+
+// expected-error@+1 {{!ad.cell holds a tensor type, got !ad.cell<tensor<3xf32>>}}
+func.func @cell_of_a_cell(%c: !ad.cell<!ad.cell<tensor<3xf32>>>) {
+  func.return
+}
