@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1.0)
-    ap.add_argument("--backend", default="interp", help="lanterna backend (default: interp)")
+    ap.add_argument("--backend", default=None, help="cpu (default), interp, ...")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - start
     print(
         f"\nloss {first:.4f} -> {last:.4f}, accuracy {accuracy(params, x, y):.1%}, "
-        f"{args.steps} steps in {elapsed:.2f} s on backend '{args.backend}' "
+        f"{args.steps} steps in {elapsed:.2f} s on backend '{step.backend_name}' "
         f"({step.trace_count} trace)"
     )
     return 0 if last < first else 1

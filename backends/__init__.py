@@ -65,6 +65,29 @@ def get_backend(name: str) -> Backend:
     return backend
 
 
+_warned_no_compiler = False
+
+
+def default_backend() -> str:
+    """`"cpu"`, or `"interp"` (with a warning, once) when no C++ compiler exists."""
+    global _warned_no_compiler
+    from lanterna.backends.cpu_cpp.driver import find_compiler
+
+    if find_compiler() is not None:
+        return "cpu"
+    if not _warned_no_compiler:
+        import warnings
+
+        warnings.warn(
+            "lanterna: no C++ compiler (g++) found; ln.jit falls back to the 'interp' "
+            "backend (the reference interpreter)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _warned_no_compiler = True
+    return "interp"
+
+
 # --- the reference interpreter as a backend -----------------------------------------------
 
 

@@ -28,7 +28,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from xdsl.utils.lexer import Span
 
 from lanterna.backends import available_backends, get_backend
-from lanterna.errors import PipelineError
+from lanterna.errors import LanternaError, PipelineError
 from lanterna.ir.context import make_context
 from lanterna.passes.registry import (
     available_passes,
@@ -142,7 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineError as e:
         return _diagnostic(f"{name}: error: {e}" + _notes(e.__cause__))
 
-    output = target(module)
+    try:
+        output = target(module)
+    except (NotImplementedError, LanternaError) as e:
+        return _diagnostic(f"{name}: error: target '{args.target}': {e}")
     if args.output is None:
         sys.stdout.write(output)
         return EXIT_OK

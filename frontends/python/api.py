@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
-from lanterna.backends import Backend, Executable, get_backend
+from lanterna.backends import Backend, Executable, default_backend, get_backend
 from lanterna.frontends.python import pytree
 from lanterna.frontends.python.tracing import (
     Tensor,
@@ -114,6 +114,7 @@ class Traced:
     fn_name: str
     out_tree: pytree.TreeDef
     out_slots: list[int | _Const]
+    donate: tuple[int, ...] = ()  # indices into the array arguments whose buffers results may reuse
     executable: Executable | None = field(default=None)
 
     def outputs(self, results: Sequence[np.ndarray]) -> Any:
@@ -144,21 +145,24 @@ class Jitted:
     def __init__(
         self,
         fn: Callable[..., Any],
-        backend: str = "interp",
+        backend: str | None = None,
         static_argnums: int | Sequence[int] = (),
         static_argnames: str | Sequence[str] = (),
         pipeline: str | None = None,
+        donate_argnums: int | Sequence[int] = (),
     ):
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.fn_name = symbol_name(getattr(fn, "__name__", "fn"))
-        self.backend_name = backend
-        self.backend: Backend = get_backend(backend)
+        self.backend_name = backend if backend is not None else default_backend()
+        self.backend: Backend = get_backend(self.backend_name)
         nums = (static_argnums,) if isinstance(static_argnums, int) else static_argnums
         names = (static_argnames,) if isinstance(static_argnames, str) else static_argnames
         self.static_argnums = tuple(nums)
         self.static_argnames = frozenset(names)
         self.pipeline = pipeline
+        donate = (donate_argnums,) if isinstance(donate_argnums, int) else donate_argnums
+        self.donate_argnums = frozenset(donate)
         self.trace_count = 0
         self._cache: dict[Hashable, Traced] = {}
         try:
@@ -300,7 +304,14 @@ class Jitted:
         else:
             module.body.block.insert_op_before(main, module.body.block.first_op)
         module.verify()
-        return Traced(module, self.fn_name, out_tree, slots)
+        donate = tuple(
+            k
+            for k, path in enumerate(
+                p for p, s in zip(call.paths, call.specs) if isinstance(s, ArraySpec)
+            )
+            if path[0] == 0 and call.dyn_positions[path[1]] in self.donate_argnums  # type: ignore[index]
+        )
+        return Traced(module, self.fn_name, out_tree, slots, donate)
 
     def _compile(self, traced: Traced) -> Executable:
         module = traced.module.clone()
@@ -309,23 +320,33 @@ class Jitted:
             from lanterna.passes import run_pipeline
 
             run_pipeline(module, pipeline)
+        # Backends that cannot reuse buffers (the interpreter) take no `donate`.
+        if traced.donate and "donate" in inspect.signature(self.backend.compile).parameters:
+            return self.backend.compile(module, traced.fn_name, donate=traced.donate)  # type: ignore[call-arg]
         return self.backend.compile(module, traced.fn_name)
 
 
 def jit(
     f: Callable[..., Any] | None = None,
     *,
-    backend: str = "interp",
+    backend: str | None = None,
     static_argnums: int | Sequence[int] = (),
     static_argnames: str | Sequence[str] = (),
     pipeline: str | None = None,
+    donate_argnums: int | Sequence[int] = (),
 ) -> Any:
     """Compile `f` for the given backend; usable as `@jit` and `@jit(backend=...)`.
 
+    The default backend is `"cpu"` (generated C++), or the reference interpreter
+    `"interp"` when no C++ compiler is installed.
+
     `pipeline` replaces the backend's default pass pipeline (a pipeline string).
+    `donate_argnums` names arguments whose arrays results may overwrite in place
+    (e.g. parameters updated by a training step); the caller must not use them
+    afterwards, as in JAX.
     """
 
     def wrap(fn: Callable[..., Any]) -> Jitted:
-        return Jitted(fn, backend, static_argnums, static_argnames, pipeline)
+        return Jitted(fn, backend, static_argnums, static_argnames, pipeline, donate_argnums)
 
     return wrap if f is None else wrap(f)
