@@ -29,9 +29,6 @@ from lanterna.ir.context import make_context
 from lanterna.ir.ln import OnesOp, ZerosOp
 from lanterna.ir.ln.adjoint import is_differentiable_type
 
-DEFAULT_BACKEND = "interp"
-
-
 def _fn_name(f: Callable[..., Any]) -> str:
     return getattr(f, "__name__", type(f).__name__)
 
@@ -211,7 +208,7 @@ class _Transformed:
         if current_tracer() is not None:
             return self.body(*args)
         if self._jitted is None:
-            self._jitted = Jitted(self, backend=DEFAULT_BACKEND)
+            self._jitted = Jitted(self)
         return self._jitted(*args)
 
 
@@ -252,7 +249,7 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
         return f(*args)
 
     forward.__name__ = _fn_name(f)
-    fwd = Jitted(forward, backend=DEFAULT_BACKEND) if current_tracer() is None else forward
+    fwd = Jitted(forward) if current_tracer() is None else forward
     result = fwd(*primals)
     out, aux = result if has_aux else (result, None)
 
@@ -260,7 +257,7 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
         return tuple(_pullback(f, primals_, nums, has_aux, ct, "ln.vjp").grads)
 
     pull.__name__ = f"vjp_{_fn_name(f)}"
-    pulled = Jitted(pull, backend=DEFAULT_BACKEND) if current_tracer() is None else pull
+    pulled = Jitted(pull) if current_tracer() is None else pull
 
     def vjp_fn(ct: Any) -> Any:
         return pulled(tuple(primals), ct)
@@ -318,7 +315,7 @@ def check_grads(
         return f(*xs)
 
     scalar.__name__ = _fn_name(f)
-    value = Jitted(scalar, backend=DEFAULT_BACKEND)
+    value = Jitted(scalar)
     analytic = grad(f, argnums=nums)(*arrays)
     worst: GradientReport | None = None
     failed = False
