@@ -3,6 +3,8 @@
 
 from lanterna.frontends.python import ops
 from lanterna.frontends.python.api import Jitted, Lowered, jit
+from lanterna.frontends.python.control import cond, fori_loop, while_loop
+from lanterna.frontends.python.function import ShapeDtypeStruct, StagedFunction, function
 from lanterna.frontends.python.ops import *
 from lanterna.frontends.python.pytree import flatten as tree_flatten
 from lanterna.frontends.python.pytree import tree_map
@@ -17,17 +19,23 @@ from lanterna.frontends.python.transforms import (
 )
 
 __all__ = [
+    "GradientCheckError",
     "Jitted",
     "Lowered",
-    "GradientCheckError",
+    "ShapeDtypeStruct",
+    "StagedFunction",
     "Tensor",
     "check_grads",
+    "cond",
+    "fori_loop",
+    "function",
     "grad",
-    "value_and_grad",
-    "vjp",
     "jit",
     "tree_flatten",
     "tree_map",
     "tree_unflatten",
+    "value_and_grad",
+    "vjp",
+    "while_loop",
 ]
 __all__ += ops.__all__

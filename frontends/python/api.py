@@ -33,6 +33,7 @@ from xdsl.dialects.builtin import ModuleOp
 
 from lanterna.backends import Backend, Executable, default_backend, get_backend
 from lanterna.frontends.python import pytree
+from lanterna.frontends.python.autograph import convert
 from lanterna.frontends.python.tracing import (
     Tensor,
     Tracer,
@@ -152,7 +153,8 @@ class Jitted:
         donate_argnums: int | Sequence[int] = (),
     ):
         functools.update_wrapper(self, fn)
-        self.fn = fn
+        # Python `if`/`while`/`for` on staged values become control-flow ops.
+        self.fn = convert(fn)
         self.fn_name = symbol_name(getattr(fn, "__name__", "fn"))
         self.backend_name = backend if backend is not None else default_backend()
         self.backend: Backend = get_backend(self.backend_name)

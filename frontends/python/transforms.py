@@ -23,6 +23,7 @@ from xdsl.dialects import func
 from lanterna.errors import LanternaError
 from lanterna.frontends.python import pytree
 from lanterna.frontends.python.api import Jitted, _value_name, symbol_name
+from lanterna.frontends.python.autograph import convert
 from lanterna.frontends.python.location import user_error
 from lanterna.frontends.python.tracing import Tensor, Tracer, apply, current_tracer, lift, tracing
 from lanterna.ir.context import make_context
@@ -218,9 +219,11 @@ def value_and_grad(
     """`(f(*args), grad)`; with `has_aux`, `((out, aux), grad)`. The gradient is a
     pytree like the argument (a tuple of them when `argnums` is a tuple)."""
 
+    staged = convert(f)  # Python control flow on staged values, as under ln.jit
+
     def body(*args: Any) -> Any:
         nums = _argnums_tuple(f, argnums, len(args))
-        pb = _pullback(f, args, nums, has_aux, None, "ln.grad")
+        pb = _pullback(staged, args, nums, has_aux, None, "ln.grad")
         g = pb.grads[0] if isinstance(argnums, int) else tuple(pb.grads)
         return ((pb.out, pb.aux) if has_aux else pb.out), g
 
@@ -245,16 +248,14 @@ def vjp(f: Callable[..., Any], *primals: Any, has_aux: bool = False) -> Any:
     cotangent-weighted gradients w.r.t. every primal."""
     nums = tuple(range(len(primals)))
 
-    def forward(*args: Any) -> Any:
-        return f(*args)
-
-    forward.__name__ = _fn_name(f)
-    fwd = Jitted(forward) if current_tracer() is None else forward
+    fwd = Jitted(f) if current_tracer() is None else convert(f)
     result = fwd(*primals)
     out, aux = result if has_aux else (result, None)
 
+    staged = convert(f)
+
     def pull(primals_: Any, ct: Any) -> Any:
-        return tuple(_pullback(f, primals_, nums, has_aux, ct, "ln.vjp").grads)
+        return tuple(_pullback(staged, primals_, nums, has_aux, ct, "ln.vjp").grads)
 
     pull.__name__ = f"vjp_{_fn_name(f)}"
     pulled = Jitted(pull) if current_tracer() is None else pull
@@ -311,11 +312,7 @@ def check_grads(
     if not nums:
         return None
 
-    def scalar(*xs: Any) -> Any:
-        return f(*xs)
-
-    scalar.__name__ = _fn_name(f)
-    value = Jitted(scalar)
+    value = Jitted(f)
     analytic = grad(f, argnums=nums)(*arrays)
     worst: GradientReport | None = None
     failed = False

@@ -225,7 +225,7 @@ def test_bad_pass_option(capsys):
 
 def test_unknown_target(capsys):
     rc, _, err = opt(capsys, CSE_DCE, "-t", "fortran")
-    assert rc == 2 and "unknown target 'fortran'; known targets: mlir, mlir-generic" in err
+    assert rc == 2 and "unknown target 'fortran'; known targets: cpp, mlir, mlir-generic" in err
 
 
 def test_missing_input_file(capsys, tmp_path):
@@ -248,7 +248,7 @@ def test_list_passes(capsys):
     pipelines = out[out.index("default pipelines:") : out.index("targets:")]
     for backend in available_backends():
         assert f"  {backend} " in pipelines, backend
-    assert "targets: mlir, mlir-generic" in out
+    assert "targets: cpp, mlir, mlir-generic" in out
 
 
 def test_help_lists_pass_names(capsys):

@@ -396,5 +396,5 @@ def test_targets():
     module = parse_module(SOURCE)
     assert get_target("mlir")(module) == print_ir(module) + "\n"
     assert get_target("mlir-generic")(module).startswith('"builtin.module"()')
-    with pytest.raises(PipelineError, match="unknown target 'nope'; known targets: mlir"):
+    with pytest.raises(PipelineError, match="unknown target 'nope'; known targets: cpp, mlir"):
         get_target("nope")

@@ -1,0 +1,822 @@
+"""Python control flow on staged values: rewriting a function's AST into calls
+that choose, at trace time, between plain Python and the combinators.
+
+`ln.jit` and `@ln.function` run their function through `convert`, which reads
+its source (`inspect.getsource`), rewrites `if`/`elif`/`else`, `while`,
+`for ... in ...`, `break`, `continue`, `return` inside branches, `a if c else b`
+and `and`/`or`/`not` into calls of the runtime functions below, and compiles the
+result with the user's file name and line numbers (so a TraceError still names
+the user's line). Each statement becomes functions of the variables it assigns:
+
+    if x.sum() > 0:                 def if_true(y):  y = x * 2; return (y,)
+        y = x * 2           ==>     def if_false(y): y = -x;    return (y,)
+    else:                           (y,) = if_stmt(x.sum() > 0, if_true, if_false,
+        y = -x                                     state(locals(), ('y',)), ('y',))
+
+At trace time `if_stmt` looks at the condition: a Python value runs one branch,
+as Python would (so Python control flow still unrolls); a staged value traces
+both into an `scf.if` (`control.stage_if`). Loops run as Python loops until
+their condition becomes staged, and from then on as `scf.while`/`scf.for`.
+
+How the remaining statements are made to fit:
+
+* `return` inside an `if`: the statements after the `if` are moved into the
+  branches that can fall through, so both branches return and the `if` itself
+  becomes `return if_stmt(...)`.
+* `break`/`continue`: a flag variable is set instead, the statements after it
+  are guarded by `if not flag`, and a loop's condition also tests the break flag.
+* A variable with no value on some path is `control.Undefined`, and using it is
+  a TraceError that says why (assigned in only one branch, or only inside a
+  staged loop).
+* What cannot be staged is left as Python, with its condition checked: a
+  staged condition of an `if`/`while` that controls a `yield`, sits inside a
+  `try`, or has a `return` inside a loop raises a TraceError naming the line.
+
+Functions whose source is unavailable (lambdas, the REPL) are left unchanged.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import functools
+import inspect
+import sys
+import textwrap
+import types
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from lanterna.errors import TraceError
+from lanterna.frontends.python import control, pytree
+from lanterna.frontends.python.control import Undefined, is_staged
+from lanterna.frontends.python.location import _is_internal, user_error
+from lanterna.frontends.python.tracing import Tensor, current_tracer, lift
+
+RUNTIME = "ln__ag"
+_CONVERTED = "__ln_autograph__"
+
+# --- runtime: what converted code calls ----------------------------------------------------
+
+
+def state(local_vars: dict[str, Any], names: Sequence[str]) -> tuple[Any, ...]:
+    """The current values of `names`; `Undefined` for those not bound yet."""
+    return tuple(local_vars.get(n, Undefined(n, "is used before it is assigned")) for n in names)
+
+
+def _staged_mode(x: Any) -> bool:
+    return is_staged(x) and current_tracer() is not None
+
+
+def if_stmt(
+    test: Any,
+    true_fn: Callable[..., Any],
+    false_fn: Callable[..., Any],
+    values: tuple[Any, ...],
+    names: Sequence[str],
+    returns: bool = False,
+) -> Any:
+    """An `if`: plain Python on a Python condition, an `scf.if` on a staged one.
+
+    The branch functions take the variables the statement assigns and return
+    their new values (or, with `returns`, the function's return value).
+    """
+    if not _staged_mode(test):
+        return true_fn(*values) if test else false_fn(*values)
+    if returns:
+        (out,) = control.stage_if(
+            test,
+            lambda: [ret(true_fn(*values))],
+            lambda: [ret(false_fn(*values))],
+            [True],
+            ["the values returned by the branches of this `if`"],
+        )
+        return out
+    outs = control.stage_if(
+        test,
+        lambda: list(true_fn(*values)),
+        lambda: list(false_fn(*values)),
+        [False] * len(names),
+        list(names),
+    )
+    return tuple(outs)
+
+
+def if_exp(test: Any, true_fn: Callable[[], Any], false_fn: Callable[[], Any]) -> Any:
+    """`a if test else b`."""
+    if not _staged_mode(test):
+        return true_fn() if test else false_fn()
+    (out,) = control.stage_if(
+        test, lambda: [true_fn()], lambda: [false_fn()], [True], ["the values of `a if c else b`"]
+    )
+    return out
+
+
+def not_(x: Any) -> Any:
+    return ~lift(x).astype(np.bool_) if _staged_mode(x) else not x
+
+
+def and_(*operands: Callable[[], Any]) -> Any:
+    """`a and b and ...`: short-circuits on Python values, `logical_and` on staged ones."""
+    value = operands[0]()
+    for operand in operands[1:]:
+        if _staged_mode(value):
+            value = lift(value).astype(np.bool_) & lift(operand()).astype(np.bool_)
+        elif not value:
+            return value
+        else:
+            value = operand()
+    return value
+
+
+def or_(*operands: Callable[[], Any]) -> Any:
+    """`a or b or ...`: short-circuits on Python values, `logical_or` on staged ones."""
+    value = operands[0]()
+    for operand in operands[1:]:
+        if _staged_mode(value):
+            value = lift(value).astype(np.bool_) | lift(operand()).astype(np.bool_)
+        elif value:
+            return value
+        else:
+            value = operand()
+    return value
+
+
+def running(*flags: Any) -> Any:
+    """Neither a `break` nor a `continue` happened: `not (f1 or f2 ...)`."""
+    return not_(or_(*(lambda f=f: f for f in flags)))
+
+
+def ret(value: Any) -> Any:
+    """A returned value, checked for variables that have no value."""
+    for leaf in pytree.tree_leaves(value):
+        if isinstance(leaf, Undefined):
+            raise leaf.error()
+    return value
+
+
+def py_test(test: Any, what: str) -> Any:
+    """The condition of a statement that stays Python: it must not be staged."""
+    if _staged_mode(test):
+        raise user_error(f"{what} cannot be staged: its condition is a staged value")
+    return test
+
+
+def py_iter(iterable: Any, what: str) -> Any:
+    if isinstance(iterable, StagedRange):
+        raise user_error(f"{what} cannot be staged: its range has staged bounds")
+    return iterable
+
+
+class StagedRange:
+    """`range(...)` with a staged bound: iterated by an `scf.for` (or `scf.while`)."""
+
+    def __init__(self, start: Any, stop: Any, step: Any):
+        self.start, self.stop, self.step = start, stop, step
+
+
+def range_(*args: Any) -> range | StagedRange:
+    if not any(isinstance(a, Tensor) for a in args):
+        return range(*args)
+    if len(args) == 1:
+        return StagedRange(0, args[0], 1)
+    start, stop, *rest = args
+    step = rest[0] if rest else 1
+    if not isinstance(step, int) or step <= 0:
+        raise user_error("a staged `range` needs a positive Python int step")
+    return StagedRange(start, stop, step)
+
+
+def _carryable(v: Any) -> bool:
+    if isinstance(v, Undefined):
+        return False
+    leaves = pytree.tree_leaves(v)
+    return all(control._arraylike(x) for x in leaves)
+
+
+class _Carry:
+    """Splits loop state into carried values (arrays and numbers) and the rest
+    (undefined before the loop, or other Python objects that must not change)."""
+
+    def __init__(self, values: tuple[Any, ...], names: Sequence[str], what: str):
+        self.values, self.names, self.what = values, names, what
+        self.carried = [k for k, v in enumerate(values) if _carryable(v)]
+
+    def full(self, carried: Sequence[Any]) -> tuple[Any, ...]:
+        out = list(self.values)
+        for k, v in zip(self.carried, carried):
+            out[k] = v
+        return tuple(out)
+
+    def pick(self, out: Sequence[Any]) -> list[Any]:
+        for k, v in enumerate(out):
+            if (
+                k not in self.carried
+                and not isinstance(self.values[k], Undefined)
+                and v is not self.values[k]
+            ):
+                raise user_error(
+                    f"variable '{self.names[k]}' holds a {type(self.values[k]).__name__} and is "
+                    f"changed inside a staged {self.what}; only arrays and numbers can be carried"
+                )
+        return [out[k] for k in self.carried]
+
+    def result(self, carried: Sequence[Any]) -> tuple[Any, ...]:
+        out = list(self.full(carried))
+        for k, v in enumerate(self.values):
+            if isinstance(v, Undefined):
+                out[k] = Undefined(
+                    self.names[k],
+                    f"is assigned only inside a staged {self.what}; assign it before the loop "
+                    "to use it after",
+                )
+        return tuple(out)
+
+
+def while_stmt(
+    test_fn: Callable[..., Any],
+    body_fn: Callable[..., Any],
+    values: tuple[Any, ...],
+    names: Sequence[str],
+) -> tuple[Any, ...]:
+    """A `while` loop: Python iterations until its condition is staged, then an `scf.while`."""
+    while True:
+        test = test_fn(*values)
+        if _staged_mode(test):
+            break
+        if not test:
+            return values
+        values = tuple(body_fn(*values))
+    carry = _Carry(values, names, "`while` loop")
+    out = control.stage_while(
+        lambda c: test_fn(*carry.full(c)),
+        lambda c: carry.pick(body_fn(*carry.full(c))),
+        [values[k] for k in carry.carried],
+        "while",
+    )
+    return carry.result(out)
+
+
+def for_stmt(
+    iterable: Any,
+    extra_test: Callable[..., Any] | None,
+    body_fn: Callable[..., Any],
+    values: tuple[Any, ...],
+    names: Sequence[str],
+) -> tuple[Any, ...]:
+    """A `for` loop. Over a `range` with staged bounds it is an `scf.for` (an
+    `scf.while` when it has a `break`); otherwise it runs as Python, switching to
+    an `scf.while` over the rest of a `range` once a `break` depends on staged values."""
+    if isinstance(iterable, StagedRange):
+        return _staged_range(iterable, extra_test, body_fn, values, names)
+    for item in iterable:
+        if extra_test is not None:
+            go = extra_test(*values)
+            if _staged_mode(go):
+                if not isinstance(iterable, range):
+                    raise user_error(
+                        "a `break` that depends on a staged value cannot be staged in a `for` "
+                        "over anything but range(...)"
+                    )
+                rest = StagedRange(item, iterable.stop, iterable.step)
+                return _staged_range(rest, extra_test, body_fn, values, names)
+            if not go:
+                return values
+        values = tuple(body_fn(item, *values))
+    return values
+
+
+def _staged_range(
+    rng: StagedRange,
+    extra_test: Callable[..., Any] | None,
+    body_fn: Callable[..., Any],
+    values: tuple[Any, ...],
+    names: Sequence[str],
+) -> tuple[Any, ...]:
+    carry = _Carry(values, names, "`for` loop")
+    init = [values[k] for k in carry.carried]
+    if extra_test is None:
+        out = control.stage_for(
+            rng.start,
+            rng.stop,
+            rng.step,
+            lambda i, c: carry.pick(body_fn(i, *carry.full(c))),
+            init,
+            "for",
+        )
+        return carry.result(out)
+    step = rng.step
+
+    def test(s: list[Any]) -> Any:
+        i, c = s
+        inside = i < rng.stop if step > 0 else i > rng.stop
+        return and_(lambda: inside, lambda: extra_test(*carry.full(c)))
+
+    def body(s: list[Any]) -> list[Any]:
+        i, c = s
+        return [i + step, carry.pick(body_fn(i, *carry.full(c)))]
+
+    start = (
+        lift(rng.start, np.int64)
+        if not isinstance(rng.start, Tensor)
+        else rng.start.astype(np.int64)
+    )
+    _, out = control.stage_while(test, body, [start, init], "for")
+    return carry.result(out)
+
+
+# --- the rewriting --------------------------------------------------------------------------
+
+
+class ConversionError(TraceError):
+    """A construct the rewriting cannot handle at all (found before tracing)."""
+
+
+def _assigned(stmts: Iterable[ast.stmt]) -> list[str]:
+    """Names bound by the statements in the current scope, in first-seen order."""
+    found: dict[str, None] = {}
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            found[node.name] = None
+            for d in node.decorator_list:
+                visit(d)
+            return
+        if isinstance(
+            node, ast.Lambda | ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp
+        ):
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store | ast.Del):
+            found[node.id] = None
+        elif isinstance(node, ast.alias):
+            found[(node.asname or node.name).split(".")[0]] = None
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            found[node.name] = None
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for s in stmts:
+        visit(s)
+    return list(found)
+
+
+def _walk_scope(node: ast.AST, stop_at_loops: bool = False) -> Iterable[ast.AST]:
+    """The nodes below `node` in the same function scope (optionally not entering loops)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda):
+            continue
+        yield child
+        if stop_at_loops and isinstance(child, ast.While | ast.For):
+            continue
+        yield from _walk_scope(child, stop_at_loops)
+
+
+def _contains(
+    nodes: Iterable[ast.AST], kinds: tuple[type, ...], stop_at_loops: bool = False
+) -> bool:
+    for n in nodes:
+        if isinstance(n, kinds):
+            return True
+        if stop_at_loops and isinstance(n, ast.While | ast.For):
+            continue
+        if any(isinstance(m, kinds) for m in _walk_scope(n, stop_at_loops)):
+            return True
+    return False
+
+
+def _always_returns(stmts: Sequence[ast.stmt]) -> bool:
+    if not stmts:
+        return False
+    last = stmts[-1]
+    if isinstance(last, ast.Return | ast.Raise):
+        return True
+    if isinstance(last, ast.If):
+        return _always_returns(last.body) and _always_returns(last.orelse)
+    return False
+
+
+def _name(id_: str, store: bool = False) -> ast.Name:
+    return ast.Name(id=id_, ctx=ast.Store() if store else ast.Load())
+
+
+def _rt(attr: str) -> ast.Attribute:
+    return ast.Attribute(value=_name(RUNTIME), attr=attr, ctx=ast.Load())
+
+
+def _call(attr: str, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=_rt(attr), args=list(args), keywords=[])
+
+
+def _strs(names: Sequence[str]) -> ast.Tuple:
+    return ast.Tuple(elts=[ast.Constant(n) for n in names], ctx=ast.Load())
+
+
+def _tuple(names: Sequence[str], store: bool = False) -> ast.Tuple:
+    return ast.Tuple(
+        elts=[_name(n, store) for n in names], ctx=ast.Store() if store else ast.Load()
+    )
+
+
+def _thunk(expr: ast.expr) -> ast.Lambda:
+    return ast.Lambda(
+        args=ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=expr,
+    )
+
+
+def _def(name: str, params: Sequence[str], body: list[ast.stmt]) -> ast.FunctionDef:
+    return ast.FunctionDef(
+        name=name,
+        args=ast.arguments(
+            posonlyargs=[],
+            args=[ast.arg(arg=p) for p in params],
+            kwonlyargs=[],
+            kw_defaults=[],
+            defaults=[],
+        ),
+        body=body or [ast.Pass()],
+        decorator_list=[],
+        returns=None,
+    )
+
+
+def _state(names: Sequence[str]) -> ast.Call:
+    locals_call = ast.Call(func=_name("locals"), args=[], keywords=[])
+    return _call("state", locals_call, _strs(names))
+
+
+class _Expressions(ast.NodeTransformer):
+    """`a if c else b`, `and`, `or`, `not` as runtime calls (staged-aware)."""
+
+    def visit_IfExp(self, node: ast.IfExp) -> Any:
+        self.generic_visit(node)
+        return ast.copy_location(
+            _call("if_exp", node.test, _thunk(node.body), _thunk(node.orelse)), node
+        )
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> Any:
+        self.generic_visit(node)
+        fn = "and_" if isinstance(node.op, ast.And) else "or_"
+        return ast.copy_location(_call(fn, *(_thunk(v) for v in node.values)), node)
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            return ast.copy_location(_call("not_", node.operand), node)
+        return node
+
+    def visit_Lambda(self, node: ast.Lambda) -> Any:
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
+        return node
+
+
+class _Converter:
+    """Rewrites one function body; `unstaged` names why control flow here must stay Python."""
+
+    def __init__(self, filename: str):
+        self.filename = filename
+        self.counter = 0
+
+    def fresh(self, base: str) -> str:
+        self.counter += 1
+        return f"ln__{base}_{self.counter}"
+
+    def error(self, node: ast.AST, message: str) -> ConversionError:
+        return ConversionError(message, self.filename, getattr(node, "lineno", None))
+
+    def expr(self, node: ast.expr) -> ast.expr:
+        return _Expressions().visit(node)
+
+    # --- functions ----------------------------------------------------------------------
+
+    def function(self, fdef: ast.FunctionDef) -> ast.FunctionDef:
+        generator = _contains(fdef.body, (ast.Yield, ast.YieldFrom))
+        body = list(fdef.body)
+        if (
+            not generator
+            and _contains(body, (ast.Return,), stop_at_loops=True)
+            and not _always_returns(body)
+        ):
+            body.append(ast.copy_location(ast.Return(value=None), body[-1]))
+        unstaged = (
+            "an `if` or loop in a generator (a staged condition controlling a `yield`)"
+            if generator
+            else None
+        )
+        fdef.body = self.block(body, unstaged)
+        return fdef
+
+    # --- blocks -------------------------------------------------------------------------
+
+    def block(self, stmts: Sequence[ast.stmt], unstaged: str | None) -> list[ast.stmt]:
+        stmts = list(stmts)
+        if unstaged is None:
+            stmts = self.move_tails(stmts)
+        out: list[ast.stmt] = []
+        for s in stmts:
+            out.extend(self.stmt(s, unstaged))
+        return out
+
+    def move_tails(self, stmts: list[ast.stmt]) -> list[ast.stmt]:
+        """Move what follows an `if` that may return into its falling-through branches."""
+        for i, s in enumerate(stmts):
+            if (
+                isinstance(s, ast.If)
+                and _contains([s], (ast.Return,), stop_at_loops=True)
+                and i + 1 < len(stmts)
+            ):
+                tail = stmts[i + 1 :]
+                if not _always_returns(s.body):
+                    s.body = self.move_tails(s.body + [copy.deepcopy(t) for t in tail])
+                if not _always_returns(s.orelse):
+                    s.orelse = self.move_tails(s.orelse + [copy.deepcopy(t) for t in tail])
+                return stmts[: i + 1]
+        return stmts
+
+    def stmt(self, s: ast.stmt, unstaged: str | None) -> list[ast.stmt]:
+        if isinstance(s, ast.FunctionDef):
+            return [self.nested_function(s)]
+        if isinstance(s, ast.If):
+            return self.if_(s, unstaged)
+        if isinstance(s, ast.While):
+            return self.while_(s, unstaged)
+        if isinstance(s, ast.For):
+            return self.for_(s, unstaged)
+        if isinstance(s, ast.Try):
+            why = unstaged or "control flow inside a `try`"
+            s.body = self.block(s.body, why)
+            for h in s.handlers:
+                h.body = self.block(h.body, why)
+            s.orelse = self.block(s.orelse, why)
+            s.finalbody = self.block(s.finalbody, why)
+            return [s]
+        if isinstance(s, ast.With):
+            s.items = [ast.withitem(self.expr(w.context_expr), w.optional_vars) for w in s.items]
+            s.body = self.block(s.body, unstaged)
+            return [s]
+        if isinstance(s, ast.Return) and s.value is not None and unstaged is None:
+            s.value = ast.copy_location(_call("ret", self.expr(s.value)), s.value)
+            return [s]
+        return [self.expr(s)]  # type: ignore[arg-type]
+
+    def nested_function(self, fdef: ast.FunctionDef) -> ast.FunctionDef:
+        fdef.decorator_list = [self.expr(d) for d in fdef.decorator_list]
+        return _Converter.function(self, fdef)
+
+    # --- if -----------------------------------------------------------------------------
+
+    def if_(self, s: ast.If, unstaged: str | None) -> list[ast.stmt]:
+        if unstaged is None and _contains([s], (ast.Yield, ast.YieldFrom)):
+            unstaged = "an `if` whose branches `yield`"
+        if (
+            unstaged is None
+            and _contains([s], (ast.Return,))
+            and not _contains([s], (ast.Return,), stop_at_loops=True)
+        ):
+            unstaged = "an `if` around a loop containing `return`"
+        if unstaged is not None:
+            s.test = _located(_call("py_test", self.expr(s.test), ast.Constant(unstaged)), s)
+            s.body = self.block(s.body, unstaged)
+            s.orelse = self.block(s.orelse, unstaged)
+            return [s]
+        returns = _contains([s], (ast.Return,), stop_at_loops=True)
+        names = _assigned(s.body + s.orelse)
+        t_name, f_name = self.fresh("if_true"), self.fresh("if_false")
+        back = [] if returns else [ast.Return(value=_tuple(names))]
+        t_def = _def(t_name, names, self.block(s.body, None) + back)
+        f_def = _def(f_name, names, self.block(s.orelse, None) + back)
+        call = _call(
+            "if_stmt", self.expr(s.test), _name(t_name), _name(f_name), _state(names), _strs(names)
+        )
+        if returns:
+            call.args.append(ast.Constant(True))
+            tail: ast.stmt = ast.Return(value=call)
+        elif names:
+            tail = ast.Assign(targets=[_tuple(names, store=True)], value=call)
+        else:
+            tail = ast.Expr(value=call)
+        return [_located(n, s) for n in (t_def, f_def, tail)]
+
+    # --- loops --------------------------------------------------------------------------
+
+    def python_loop(self, s: ast.While | ast.For, unstaged: str) -> list[ast.stmt]:
+        if isinstance(s, ast.While):
+            s.test = _located(_call("py_test", self.expr(s.test), ast.Constant(unstaged)), s)
+        else:
+            s.iter = _located(_call("py_iter", self.iter_expr(s.iter), ast.Constant(unstaged)), s)
+        s.body = self.block(s.body, unstaged)
+        s.orelse = self.block(s.orelse, unstaged)
+        return [s]
+
+    def iter_expr(self, it: ast.expr) -> ast.expr:
+        if (
+            isinstance(it, ast.Call)
+            and isinstance(it.func, ast.Name)
+            and it.func.id == "range"
+            and not it.keywords
+        ):
+            return ast.copy_location(_call("range_", *(self.expr(a) for a in it.args)), it)
+        return self.expr(it)
+
+    def loop_unstaged(self, s: ast.While | ast.For, unstaged: str | None) -> str | None:
+        if unstaged is not None:
+            return unstaged
+        if _contains(s.body, (ast.Yield, ast.YieldFrom)):
+            return "a loop whose body `yield`s"
+        if _contains(s.body, (ast.Return,)):
+            return "a loop containing `return`"
+        return None
+
+    def jumps(self, s: ast.While | ast.For) -> tuple[list[ast.stmt], str | None, str | None]:
+        """The loop body with `break`/`continue` turned into flags, and the flags."""
+        has_break = _contains(s.body, (ast.Break,), stop_at_loops=True)
+        has_cont = _contains(s.body, (ast.Continue,), stop_at_loops=True)
+        brk = self.fresh("break") if has_break else None
+        cont = self.fresh("continue") if has_cont else None
+        if s.orelse and has_break:
+            raise self.error(s, "a loop with both `break` and `else` is not supported")
+        body = _lower_jumps(list(s.body), brk, cont)
+        if cont is not None:
+            body.insert(
+                0, _located(ast.Assign(targets=[_name(cont, True)], value=ast.Constant(False)), s)
+            )
+        return body, brk, cont
+
+    def while_(self, s: ast.While, unstaged: str | None) -> list[ast.stmt]:
+        why = self.loop_unstaged(s, unstaged)
+        if why is not None:
+            return self.python_loop(s, why)
+        body, brk, _ = self.jumps(s)
+        names = _assigned(body)
+        test = self.expr(s.test)
+        if brk is not None:
+            test = _call("and_", _thunk(_call("not_", _name(brk))), _thunk(test))
+        t_name, b_name = self.fresh("while_test"), self.fresh("while_body")
+        t_def = _def(t_name, names, [ast.Return(value=test)])
+        b_def = _def(b_name, names, self.block(body, None) + [ast.Return(value=_tuple(names))])
+        call = _call("while_stmt", _name(t_name), _name(b_name), _state(names), _strs(names))
+        out: list[ast.stmt] = []
+        if brk is not None:
+            out.append(ast.Assign(targets=[_name(brk, True)], value=ast.Constant(False)))
+        out += [
+            t_def,
+            b_def,
+            ast.Assign(targets=[_tuple(names, store=True)], value=call)
+            if names
+            else ast.Expr(call),
+        ]
+        out = [_located(n, s) for n in out]
+        return out + self.block(s.orelse, None)
+
+    def for_(self, s: ast.For, unstaged: str | None) -> list[ast.stmt]:
+        why = self.loop_unstaged(s, unstaged)
+        if why is not None:
+            return self.python_loop(s, why)
+        body, brk, _ = self.jumps(s)
+        if isinstance(s.target, ast.Name):
+            target = s.target.id
+        else:
+            target = self.fresh("item")
+            body.insert(0, _located(ast.Assign(targets=[s.target], value=_name(target)), s))
+        names = [n for n in _assigned(body) if n != target]
+        b_name = self.fresh("for_body")
+        b_def = _def(
+            b_name, [target, *names], self.block(body, None) + [ast.Return(value=_tuple(names))]
+        )
+        extra: ast.expr = ast.Constant(None)
+        out: list[ast.stmt] = []
+        if brk is not None:
+            e_name = self.fresh("for_test")
+            out.append(ast.Assign(targets=[_name(brk, True)], value=ast.Constant(False)))
+            out.append(_def(e_name, names, [ast.Return(value=_call("not_", _name(brk)))]))
+            extra = _name(e_name)
+        call = _call(
+            "for_stmt", self.iter_expr(s.iter), extra, _name(b_name), _state(names), _strs(names)
+        )
+        out += [
+            b_def,
+            ast.Assign(targets=[_tuple(names, store=True)], value=call)
+            if names
+            else ast.Expr(call),
+        ]
+        out = [_located(n, s) for n in out]
+        return out + self.block(s.orelse, None)
+
+
+def _located(node: ast.AST, at: ast.AST) -> Any:
+    """`node` with every generated node under it (those without a location)
+    placed on the line of the nearest located ancestor, `at` at the top."""
+
+    def place(n: ast.AST, line: int, col: int) -> None:
+        if "lineno" in n._attributes:
+            if getattr(n, "lineno", None) is None:
+                n.lineno, n.end_lineno = line, line  # type: ignore[attr-defined]
+                n.col_offset, n.end_col_offset = col, col  # type: ignore[attr-defined]
+            line, col = n.lineno, n.col_offset  # type: ignore[attr-defined]
+        for child in ast.iter_child_nodes(n):
+            place(child, line, col)
+
+    place(node, at.lineno, at.col_offset)  # type: ignore[attr-defined]
+    return node
+
+
+def _lower_jumps(stmts: list[ast.stmt], brk: str | None, cont: str | None) -> list[ast.stmt]:
+    """`break`/`continue` (not in nested loops) as flag assignments, with the
+    statements after anything that may jump guarded by `if running(flags)`."""
+    flags = [f for f in (brk, cont) if f is not None]
+    out: list[ast.stmt] = []
+    for i, s in enumerate(stmts):
+        if isinstance(s, ast.Break | ast.Continue):
+            flag = brk if isinstance(s, ast.Break) else cont
+            assert flag is not None
+            out.append(
+                _located(ast.Assign(targets=[_name(flag, True)], value=ast.Constant(True)), s)
+            )
+            return out
+        if isinstance(s, ast.If | ast.With | ast.Try) and _contains(
+            [s], (ast.Break, ast.Continue), stop_at_loops=True
+        ):
+            if isinstance(s, ast.If):
+                s.body = _lower_jumps(s.body, brk, cont)
+                s.orelse = _lower_jumps(s.orelse, brk, cont)
+            elif isinstance(s, ast.With):
+                s.body = _lower_jumps(s.body, brk, cont)
+            else:
+                s.body = _lower_jumps(s.body, brk, cont)
+                for h in s.handlers:
+                    h.body = _lower_jumps(h.body, brk, cont)
+            out.append(s)
+            rest = _lower_jumps(stmts[i + 1 :], brk, cont)
+            if rest:
+                guard = ast.If(
+                    test=_call("running", *(_name(f) for f in flags)), body=rest, orelse=[]
+                )
+                out.append(_located(guard, rest[0]))
+            return out
+        out.append(s)
+    return out
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+
+def _has_control_flow(fdef: ast.FunctionDef) -> bool:
+    return any(
+        isinstance(n, ast.If | ast.While | ast.For | ast.IfExp | ast.BoolOp) for n in ast.walk(fdef)
+    )
+
+
+def convert(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with its control flow rewritten to dispatch at trace time; `fn` itself
+    when its source is unavailable or it has no control flow."""
+    if not isinstance(fn, types.FunctionType) or getattr(fn, _CONVERTED, False):
+        return fn
+    code = fn.__code__
+    if fn.__name__ == "<lambda>" or _is_internal(code.co_filename):
+        return fn
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        return fn
+    try:
+        module = ast.parse(source)
+    except SyntaxError:
+        return fn
+    if not module.body or not isinstance(module.body[0], ast.FunctionDef):
+        return fn
+    fdef = module.body[0]
+    if fdef.name != fn.__name__ or not _has_control_flow(fdef):
+        return fn
+    fdef.decorator_list = []
+    ast.increment_lineno(module, code.co_firstlineno - 1)
+    new_def = _Converter(code.co_filename).function(fdef)
+    # Defined under another name, so the function's own name (recursion) still
+    # resolves as it did: to a global or to the original closure cell.
+    new_def.name = "ln__converted"
+    factory = _def(
+        "ln__factory",
+        [*code.co_freevars, RUNTIME],
+        [new_def, ast.Return(value=_name(new_def.name))],
+    )
+    wrapper = ast.Module(body=[_located(factory, fdef)], type_ignores=[])
+    ast.fix_missing_locations(wrapper)
+    compiled = compile(wrapper, code.co_filename, "exec", dont_inherit=True)
+    factory_code = next(c for c in compiled.co_consts if isinstance(c, types.CodeType))
+    inner = next(
+        c
+        for c in factory_code.co_consts
+        if isinstance(c, types.CodeType) and c.co_name == new_def.name
+    )
+    inner = inner.replace(co_name=code.co_name, co_qualname=code.co_qualname)
+    cells = dict(zip(code.co_freevars, fn.__closure__ or ()))
+    cells[RUNTIME] = types.CellType(sys.modules[__name__])
+    closure = tuple(cells[name] for name in inner.co_freevars)
+    new = types.FunctionType(inner, fn.__globals__, fn.__name__, fn.__defaults__, closure)
+    new.__kwdefaults__ = fn.__kwdefaults__
+    functools.update_wrapper(new, fn)
+    setattr(new, _CONVERTED, True)
+    return new
