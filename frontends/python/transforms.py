@@ -30,6 +30,7 @@ from lanterna.ir.context import make_context
 from lanterna.ir.ln import OnesOp, ZerosOp
 from lanterna.ir.ln.adjoint import is_differentiable_type
 
+
 def _fn_name(f: Callable[..., Any]) -> str:
     return getattr(f, "__name__", type(f).__name__)
 
