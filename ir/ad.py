@@ -8,6 +8,10 @@ continuation-passing form is exactly when the resumed continuation returns.
     %c = ad.zero_like %v : tensor<3xf32>
     ad.accum %c, %g : !ad.cell<tensor<3xf32>>
     %g2 = ad.load %c : !ad.cell<tensor<3xf32>>
+
+`ad.cell_from` makes a cell that starts out holding a value instead of zeros;
+`elide-zero-adjoints` turns a fresh cell's first `accum` into one, so no
+zero-filled buffer is made only to be added to.
 """
 
 from __future__ import annotations
@@ -81,23 +85,10 @@ class ZeroLikeOp(IRDLOperation):
     # The result type is derived from the operand in the custom syntax.
     @classmethod
     def parse(cls, parser: Parser) -> IRDLOperation:
-        v = parser.parse_unresolved_operand()
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        pos = parser.pos
-        t = parser.parse_type()
-        if not isinstance(t, TensorType):
-            parser.raise_error(f"'ad.zero_like' expects a tensor operand, got {t}", pos, parser.pos)
-        op = cls(parser.resolve_operand(v, t))
-        op.attributes.update(attrs)
-        return op
+        return _parse_new_cell(cls, parser)
 
     def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        printer.print_operand(self.value)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.value.type)
+        _print_new_cell(self, printer)
 
 
 @irdl_op_definition
@@ -195,7 +186,61 @@ class LoadOp(IRDLOperation):
         printer.print_attribute(self.cell.type)
 
 
-AD_OPS = [ZeroLikeOp, AccumOp, LoadOp]
+@irdl_op_definition
+class CellFromOp(IRDLOperation):
+    """A fresh cell holding a copy of the operand: `ad.zero_like` followed by
+    `ad.accum` of the operand, without the zeros.
+
+        %c = ad.cell_from %g : tensor<3xf32>
+    """
+
+    name = "ad.cell_from"
+    value = operand_def(TensorType)
+    cell = result_def(CellType)
+    traits = traits_def(MemoryAllocEffect())
+
+    def __init__(self, value: SSAValue | IRDLOperation):
+        v = SSAValue.get(value)
+        super().__init__(operands=[v], result_types=[CellType(v.type)])
+
+    def verify_(self) -> None:
+        if self.cell.type != CellType(self.value.type):
+            raise VerifyException(
+                f"'{self.name}': result {self.cell.type} must be !ad.cell<{self.value.type}>"
+            )
+
+    # Same syntax as `ad.zero_like`: the result type follows from the operand's.
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        return _parse_new_cell(cls, parser)
+
+    def print(self, printer: Printer) -> None:
+        _print_new_cell(self, printer)
+
+
+def _parse_new_cell(cls: type[ZeroLikeOp | CellFromOp], parser: Parser) -> IRDLOperation:
+    """`%c = ad.<op> %v {attrs} : T`, the syntax of the ops that make a cell."""
+    v = parser.parse_unresolved_operand()
+    attrs = parser.parse_optional_attr_dict()
+    parser.parse_punctuation(":")
+    pos = parser.pos
+    t = parser.parse_type()
+    if not isinstance(t, TensorType):
+        parser.raise_error(f"'{cls.name}' expects a tensor operand, got {t}", pos, parser.pos)
+    op = cls(parser.resolve_operand(v, t))
+    op.attributes.update(attrs)
+    return op
+
+
+def _print_new_cell(op: ZeroLikeOp | CellFromOp, printer: Printer) -> None:
+    printer.print_string(" ")
+    printer.print_operand(op.value)
+    printer.print_op_attributes(op.attributes)
+    printer.print_string(" : ")
+    printer.print_attribute(op.value.type)
+
+
+AD_OPS = [ZeroLikeOp, AccumOp, LoadOp, CellFromOp]
 AD_TYPES = [CellType]
 
 AD = Dialect("ad", AD_OPS, AD_TYPES)

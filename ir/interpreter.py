@@ -299,6 +299,11 @@ def _accum(op: Operation, args: Values) -> None:
     cell.value = np.asarray(cell.value + g)
 
 
+def _cell_from(op: Operation, args: Values) -> Cell:
+    # No copy needed: `_accum` never writes into the array a cell holds.
+    return Cell(np.asarray(args[0]))
+
+
 def _load(op: Operation, args: Values) -> Any:
     return args[0].value
 
@@ -316,6 +321,7 @@ SIMPLE: dict[type[Operation], SimpleFn] = {
     ad.ZeroLikeOp: _zero_like,
     ad.AccumOp: _accum,
     ad.LoadOp: _load,
+    ad.CellFromOp: _cell_from,
     builtin.UnrealizedConversionCastOp: _cast,
 }
 

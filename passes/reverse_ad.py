@@ -115,7 +115,7 @@ class _Differentiator:
         self.seed = seed
         self.out = out
         self.answer: list[Attribute] = list(root.function_type.outputs.data)
-        self.derived: dict[str, func.FuncOp] = {}
+        self.derived: dict[tuple[str, tuple[bool, ...]], func.FuncOp] = {}
 
     # --- the root function -------------------------------------------------------------
 
@@ -362,34 +362,57 @@ class _Differentiator:
         self.unpair(list(op.res), list(new.res), scope)
 
     def rewrite_call(self, op: func.CallOp, b: Builder, scope: _Scope) -> None:
-        if not any(a in scope.cells for a in op.arguments):
+        active = tuple(a in scope.cells for a in op.arguments)
+        if not any(active):
             new = b.insert(op.clone(value_mapper=dict(scope.values)))
             for old, nv in zip(op.res, new.res):
                 scope.values[old] = nv
             return
-        callee = self.derive(op.callee.string_value())
-        args = self.pairs(list(op.arguments), b, scope)
+        callee = self.derive(op.callee.string_value(), active)
+        args: list[SSAValue] = []
+        for a, has_cell in zip(op.arguments, active):
+            args.append(scope.v(a))
+            if has_cell:
+                args.append(scope.cells[a])
         new = b.insert(func.CallOp(callee.sym_name.data, args, list(callee.function_type.outputs.data)))
         self.unpair(list(op.res), list(new.res), scope)
 
-    def derive(self, name: str) -> func.FuncOp:
-        """The differentiated version of a callee: takes and returns pairs."""
-        found = self.derived.get(name)
+    def derive(self, name: str, active: tuple[bool, ...]) -> func.FuncOp:
+        """The differentiated version of a callee for one activity pattern: the
+        arguments that carry adjoints at the call come with their cells, the others
+        (a frozen embedding table, indices) alone -- no zero cells for them. Results
+        are returned as (value, cell) pairs."""
+        key = (name, active)
+        found = self.derived.get(key)
         if found is not None:
             return found
         src_fn = _find_function(self.module, name)
         ins = list(src_fn.function_type.inputs.data)
         outs = list(src_fn.function_type.outputs.data)
-        entry = Block(arg_types=self.pair_types(ins))
+        in_types: list[Attribute] = []
+        for t, has_cell in zip(ins, active):
+            in_types.append(t)
+            if has_cell:
+                in_types.append(ad.CellType(t))
+        entry = Block(arg_types=in_types)
+        # Named by which float arguments are active, when not all of them are.
+        floats = [x for x, t in zip(active, ins) if is_differentiable_type(t)]
+        suffix = "" if all(floats) else "_" + "".join("1" if x else "0" for x in floats)
         new_fn = func.FuncOp(
-            f"{self.out}__{name}",
-            (self.pair_types(ins), self.pair_types(outs)),
-            Region(entry),
+            f"{self.out}__{name}{suffix}", (in_types, self.pair_types(outs)), Region(entry)
         )
         # Registered before its body is built, so recursive calls find it.
-        self.derived[name] = new_fn
+        self.derived[key] = new_fn
         scope = _Scope()
-        self.unpair(list(src_fn.body.block.args), list(entry.args), scope)
+        it = iter(entry.args)
+        for old, has_cell in zip(src_fn.body.block.args, active):
+            nv = next(it)
+            nv.name_hint = old.name_hint
+            scope.values[old] = nv
+            if has_cell:
+                cell = next(it)
+                cell.name_hint = _bar(old)
+                scope.cells[old] = cell
         self.rewrite_block(src_fn.body.block, entry, scope, self._yield_pairs(func.ReturnOp))
         self.module.body.block.add_op(new_fn)
         return new_fn

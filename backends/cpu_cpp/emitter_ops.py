@@ -209,21 +209,98 @@ def _constant(em: CEmitter, op: Operation) -> None:
     em.line(f"const {c}* {name} = {data};")
 
 
-def _fill(em: CEmitter, op: Operation) -> None:
-    r = op.results[0]
+def fill_literal(em: CEmitter, op: Operation) -> str:
+    """The C++ literal a fill op (`zeros`, `ones`, `full`) fills with."""
     if isinstance(op, ln.FullOp):
         value: float = get_float(op.properties, "value")
     else:
         value = 1.0 if isinstance(op, ln.OnesOp) else 0.0
-    e = element(r)
-    c = em.scalar_type(e)
+    e = element(op.results[0])
     if is_float(e):
-        v = literal(em, value, e)
-    elif c == "bool":
-        v = literal(em, value != 0, e)
+        return literal(em, value, e)
+    if em.scalar_type(e) == "bool":
+        return literal(em, value != 0, e)
+    return literal(em, int(value), e)  # numpy truncates toward zero
+
+
+def _fill(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    c = em.scalar_type(element(r))
+    em.line(f"{c}* {em.define(r)} = lanterna::filled<{c}>({numel(r)}, {fill_literal(em, op)});")
+
+
+# --- fused elementwise ----------------------------------------------------------------------
+
+
+def element_expr(em: CEmitter, op: Operation, args: Sequence[str]) -> str:
+    """The C++ expression of one element of elementwise `op`, given its operands' elements."""
+    kind = type(op)
+    if kind in BINARY:
+        return _pick(BINARY[kind], op).format(*args)
+    if kind in UNARY:
+        return _pick(UNARY[kind], op).format(*args)
+    if isinstance(op, ln.PowOp):
+        p = literal(em, get_float(op.properties, "exponent"), element(op.operands[0]))
+        return f"std::pow({args[0]}, {p})"
+    if isinstance(op, ln.SelectOp):
+        return "{0} ? {1} : {2}".format(*args)
+    if isinstance(op, ln.CastOp):
+        return f"static_cast<{em.scalar_type(element(op.results[0]))}>({args[0]})"
+    if isinstance(op, ln.ZerosOp | ln.OnesOp | ln.FullOp):
+        return fill_literal(em, op)
+    if isinstance(op, ln.ConstantOp):
+        value = op.properties["value"]
+        assert isinstance(value, DenseIntOrFPElementsAttr)
+        return literal(em, value.get_values()[0], element(op.results[0]))
+    raise NotImplementedError(f"{em.backend} backend cannot fuse '{op.name}'")
+
+
+def broadcast_index(loops: Sequence[str], dims: Sequence[int]) -> str:
+    """The flat index into a row-major tensor of shape `dims` broadcast to the loop nest."""
+    rank = len(loops)
+    aligned = (1,) * (rank - len(dims)) + tuple(dims)
+    terms = []
+    for d, (extent, stride) in enumerate(zip(aligned, strides(aligned), strict=True)):
+        if extent != 1:
+            terms.append(loops[d] if stride == 1 else f"{loops[d]} * {stride}")
+    return " + ".join(terms) or "0"
+
+
+def _fused(em: CEmitter, op: Operation) -> None:
+    """One loop nest over the result; the body computes one element in scalars."""
+    assert isinstance(op, ln.FusedOp)
+    out = shape(op.results[0])
+    y, _, n = result(em, op)
+    block = op.body.block
+    if all(shape(o) == out or numel(o) == 1 for o in op.inputs):
+        loops = ["i_"]
+        index = {o: "i_" if shape(o) == out and n != 1 else "0" for o in op.inputs}
+        out_index = "i_"
+        headers = [f"for (int64_t i_ = 0; i_ < {n}; ++i_)"]
     else:
-        v = literal(em, int(value), e)  # numpy truncates toward zero
-    em.line(f"{c}* {em.define(r)} = lanterna::filled<{c}>({numel(r)}, {v});")
+        loops = [f"i{d}_" for d in range(len(out))]
+        index = {o: broadcast_index(loops, shape(o)) for o in op.inputs}
+        out_index = broadcast_index(loops, out)
+        headers = [f"for (int64_t {i} = 0; {i} < {d}; ++{i})" for i, d in zip(loops, out)]
+    for header in headers[:-1]:
+        em.line(header)
+        em.depth += 1
+    with em.scope(headers[-1] + " {"):
+        for arg, o in zip(block.args, op.inputs, strict=True):
+            if arg.uses:
+                c = em.scalar_type(element(arg))
+                em.line(f"const {c} {em.define(arg)} = {em.ref(o)}[{index[o]}];")
+        for inner in block.ops:
+            if isinstance(inner, ln.FusedYieldOp):
+                em.line(f"{y}[{out_index}] = {em.ref(inner.value)};")
+                break
+            r = inner.results[0]
+            if not r.uses:  # pure: nothing to compute
+                continue
+            expr = element_expr(em, inner, [em.ref(a) for a in inner.operands])
+            c = em.scalar_type(element(r))
+            em.line(f"const {c} {em.define(r)} = {expr};  // {inner.name}")
+    em.depth -= len(headers) - 1
 
 
 # --- reductions -----------------------------------------------------------------------------
@@ -496,6 +573,13 @@ def _load(em: CEmitter, op: Operation) -> None:
     em.line(f"const {c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
 
 
+def _cell_from(em: CEmitter, op: Operation) -> None:
+    # A fresh buffer: accumulations into the cell must not change the operand.
+    r = op.results[0]
+    c = em.scalar_type(element(r))
+    em.line(f"{c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
+
+
 # --- arith ----------------------------------------------------------------------------------
 
 
@@ -641,6 +725,7 @@ LN_TABLE: dict[type[Operation], Lowering] = {
     ln.AvgPool2dOp: _pool,
     ln.MaxPool2dGradOp: _max_pool2d_grad,
     ln.DropoutOp: _dropout,
+    ln.FusedOp: _fused,
 }
 
 AD_TABLE: dict[type[Operation], Lowering] = {
@@ -649,4 +734,9 @@ AD_TABLE: dict[type[Operation], Lowering] = {
     ad.LoadOp: _load,
 }
 
-CPU_OPS: dict[type[Operation], Lowering] = {**LN_TABLE, **AD_TABLE, **ARITH_OPS}
+CPU_OPS: dict[type[Operation], Lowering] = {
+    **LN_TABLE,
+    **AD_TABLE,
+    **ARITH_OPS,
+    ad.CellFromOp: _cell_from,
+}

@@ -1,7 +1,7 @@
 """The Python frontend: tracing with staged values, the public ops, pytrees and
 `jit` -- the first stage of the pipeline, turning Python functions into IR."""
 
-from lanterna.frontends.python import ops
+from lanterna.frontends.python import nn, ops, optim
 from lanterna.frontends.python.api import Jitted, Lowered, jit
 from lanterna.frontends.python.control import cond, fori_loop, while_loop
 from lanterna.frontends.python.function import ShapeDtypeStruct, StagedFunction, function
@@ -31,6 +31,8 @@ __all__ = [
     "function",
     "grad",
     "jit",
+    "nn",
+    "optim",
     "tree_flatten",
     "tree_map",
     "tree_unflatten",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -151,6 +152,8 @@ class Jitted:
         static_argnames: str | Sequence[str] = (),
         pipeline: str | None = None,
         donate_argnums: int | Sequence[int] = (),
+        extra_passes: Sequence[str] = (),
+        dump_ir: bool = False,
     ):
         functools.update_wrapper(self, fn)
         # Python `if`/`while`/`for` on staged values become control-flow ops.
@@ -163,6 +166,8 @@ class Jitted:
         self.static_argnums = tuple(nums)
         self.static_argnames = frozenset(names)
         self.pipeline = pipeline
+        self.extra_passes = (extra_passes,) if isinstance(extra_passes, str) else tuple(extra_passes)
+        self.dump_ir = dump_ir
         donate = (donate_argnums,) if isinstance(donate_argnums, int) else donate_argnums
         self.donate_argnums = frozenset(donate)
         self.trace_count = 0
@@ -318,10 +323,11 @@ class Jitted:
     def _compile(self, traced: Traced) -> Executable:
         module = traced.module.clone()
         pipeline = self.backend.default_pipeline if self.pipeline is None else self.pipeline
+        pipeline = ",".join(p for p in (pipeline, *self.extra_passes) if p)
         if pipeline:
             from lanterna.passes import run_pipeline
 
-            run_pipeline(module, pipeline)
+            run_pipeline(module, pipeline, print_after_all=sys.stderr if self.dump_ir else None)
         # Backends that cannot reuse buffers (the interpreter) take no `donate`.
         if traced.donate and "donate" in inspect.signature(self.backend.compile).parameters:
             return self.backend.compile(module, traced.fn_name, donate=traced.donate)  # type: ignore[call-arg]
@@ -336,19 +342,32 @@ def jit(
     static_argnames: str | Sequence[str] = (),
     pipeline: str | None = None,
     donate_argnums: int | Sequence[int] = (),
+    extra_passes: Sequence[str] = (),
+    dump_ir: bool = False,
 ) -> Any:
     """Compile `f` for the given backend; usable as `@jit` and `@jit(backend=...)`.
 
     The default backend is `"cpu"` (generated C++), or the reference interpreter
     `"interp"` when no C++ compiler is installed.
 
-    `pipeline` replaces the backend's default pass pipeline (a pipeline string).
+    `pipeline` replaces the backend's default pass pipeline (a pipeline string);
+    `extra_passes` (pass names or specs such as `"my-pass{opt=1}"`) run after it.
+    `dump_ir=True` prints the IR after every pass to stderr.
     `donate_argnums` names arguments whose arrays results may overwrite in place
     (e.g. parameters updated by a training step); the caller must not use them
     afterwards, as in JAX.
     """
 
     def wrap(fn: Callable[..., Any]) -> Jitted:
-        return Jitted(fn, backend, static_argnums, static_argnames, pipeline, donate_argnums)
+        return Jitted(
+            fn,
+            backend,
+            static_argnums,
+            static_argnames,
+            pipeline,
+            donate_argnums,
+            extra_passes,
+            dump_ir,
+        )
 
     return wrap if f is None else wrap(f)

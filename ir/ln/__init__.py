@@ -6,6 +6,8 @@ from xdsl.irdl import IRDLOperation
 from lanterna.ir.ln.base import LnOp
 from lanterna.ir.ln.elementwise import *  # noqa: F403
 from lanterna.ir.ln.elementwise import ELEMENTWISE_OPS
+from lanterna.ir.ln.fused import *  # noqa: F403
+from lanterna.ir.ln.fused import FUSED_OPS, FusedYieldOp
 from lanterna.ir.ln.linalg import *  # noqa: F403
 from lanterna.ir.ln.linalg import LINALG_OPS
 from lanterna.ir.ln.nn import *  # noqa: F403
@@ -16,12 +18,15 @@ from lanterna.ir.ln.shape import *  # noqa: F403
 from lanterna.ir.ln.shape import SHAPE_OPS
 
 # Every op but `ln.item` and `ln.from_scalar` (which bridge to scalars) is an LnOp.
+# `ln.fused` is one too, with a body of elementwise ops (see fused.py).
 LN_OPS: list[type[IRDLOperation]] = [
     *ELEMENTWISE_OPS,
     *LINALG_OPS,
     *REDUCE_OPS,
     *SHAPE_OPS,
     *NN_OPS,
+    *FUSED_OPS,
 ]
 
-LN = Dialect("ln", LN_OPS, [])
+# `ln.fused_yield` only ends an `ln.fused` body; it is no tensor op of its own.
+LN = Dialect("ln", [*LN_OPS, FusedYieldOp], [])

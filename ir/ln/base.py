@@ -33,11 +33,12 @@ from xdsl.dialects.builtin import (
     f64,
     i64,
 )
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, VarOperandDef, result_def, traits_def
 from xdsl.parser import Parser
+from xdsl.pattern_rewriter import RewritePattern
 from xdsl.printer import Printer
-from xdsl.traits import Pure
+from xdsl.traits import HasCanonicalizationPatternsTrait, Pure
 from xdsl.utils.exceptions import VerifyException
 
 from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule
@@ -107,6 +108,20 @@ def normalize_axis(op_name: str, axis: int, rank: int) -> int:
 # --- the base class ---------------------------------------------------------------------
 
 
+class LnCanonicalization(HasCanonicalizationPatternsTrait):
+    """The `canonicalize` patterns of an `ln` op, kept in `ln/canonicalize.py`."""
+
+    def get_patterns(self, op: type[Operation]) -> tuple[RewritePattern, ...]:
+        # Imported here: the patterns build ops of the classes defined on top of this one.
+        from lanterna.ir.ln.canonicalize import patterns_for
+
+        return patterns_for(op)
+
+    @classmethod
+    def get_canonicalization_patterns(cls) -> tuple[RewritePattern, ...]:
+        return ()
+
+
 class LnOp(IRDLOperation):
     """Shared syntax, verification and construction of `ln` ops."""
 
@@ -114,7 +129,7 @@ class LnOp(IRDLOperation):
     RESULT_IN_SYNTAX: ClassVar[bool] = False
 
     result = result_def(TensorType)
-    traits = traits_def(Pure())
+    traits = traits_def(Pure(), LnCanonicalization())
 
     # --- the op's facts; subclasses override --------------------------------------------
 

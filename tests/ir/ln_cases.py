@@ -41,6 +41,7 @@ from lanterna.ir.ln import (
     ExpOp,
     FromScalarOp,
     FullOp,
+    FusedOp,
     GatherOp,
     GeOp,
     GtOp,
@@ -444,6 +445,20 @@ CASES: list[Case] = [
          lambda x: pool_ref(x, (3, 2), (1, 1), (1, 1), "avg")),
     Case("dropout", DropoutOp, (a(4, 8), a(element="i64", sample=any_seed)),
          lambda v, f: DropoutOp(v[0], v[1], rate=0.3), lambda x, s: dropout_ref(x, s, 0.3)),
+    # fused: a body of elementwise ops on rank-0 tensors, operands broadcast
+    Case("fused", FusedOp, (a(4, 3), a(3)),
+         lambda v, f: FusedOp.of(v, tensor((4, 3), f), lambda xy: [
+             s := MulOp(*xy), t := TanhOp(s), one := FullOp(1.0, tensor((), f)), SubOp(one, t)]),
+         lambda x, y: 1 - np.tanh(x * y)),
+    Case("fused-cast-select", FusedOp, (a(3, element="i32"), a(2, 1)),
+         lambda v, f: FusedOp.of(v, tensor((2, 3), f), lambda xy: [
+             c := CastOp(xy[0], result_type=tensor((), f)), s := AddOp(c, xy[1]),
+             m := GtOp(s, xy[1]), SelectOp(m, s, xy[1])]),
+         lambda x, y: np.maximum(x + y, y)),
+    Case("fused-no-operands", FusedOp, (),
+         lambda v, f: FusedOp.of(v, tensor((2,), f), lambda _: [
+             o := OnesOp(result_type=tensor((), f)), ExpOp(o)]),
+         lambda: np.full((2,), np.e), floats=True),
     Case("dropout-rank0-rate0", DropoutOp, (a(), a(element="i64", sample=any_seed)),
          lambda v, f: DropoutOp(v[0], v[1], rate=0.0), lambda x, s: dropout_ref(x, s, 0.0)),
 ]

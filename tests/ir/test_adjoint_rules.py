@@ -45,6 +45,7 @@ from lanterna.ir.ln import (
     ExpOp,
     FromScalarOp,
     FullOp,
+    FusedOp,
     GatherOp,
     GeOp,
     GtOp,
@@ -93,6 +94,9 @@ EXEMPT: dict[type[Operation], str] = {
     # It is itself an adjoint (of max_pool2d); without a rule of its own, max
     # pooling has a first derivative but no second.
     MaxPool2dGradOp: "second order through max pooling is not supported",
+    # Made by `fuse-elementwise`, which runs after `reverse-ad` on the adjoint
+    # program: nothing differentiates a fused op.
+    FusedOp: "fusion runs after reverse-ad",
 }
 
 F = "F"  # the float element type under test
@@ -300,6 +304,8 @@ NON_DIFFERENTIABLE: list[Case] = [
     Case("item", ItemOp, (a(),), lambda v, f: ItemOp(v[0])),
     Case("from_scalar", FromScalarOp, (), lambda v, f: FromScalarOp(float_scalar(f))),
     # Exempt (see EXEMPT): listed here only so the walk builds an instance.
+    Case("fused", FusedOp, (a(3), a(3)),
+         lambda v, f: FusedOp.of(v, tensor((3,), f), lambda xy: [MulOp(*xy)])),
     Case("max_pool2d_grad", MaxPool2dGradOp, (a(1, 1, 4, 4), a(1, 1, 2, 2)),
          lambda v, f: MaxPool2dGradOp(v[0], v[1], kernel=2, stride=2)),
 ]

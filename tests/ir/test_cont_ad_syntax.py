@@ -161,6 +161,13 @@ func.func @f(%v: tensor<f64>) -> tensor<f64> {
   func.return %d : tensor<f64>
 }
 """, ('{origin = "x"}', "{from = 0 : i64}", "{final}")),
+    SyntaxCase("cell-from", f"""\
+func.func @f(%g: tensor<3xf32>) -> tensor<3xf32> {{
+  %c = ad.cell_from %g {{origin = "g"}} : tensor<3xf32>
+  %d = ad.load %c : {CELL}
+  func.return %d : tensor<3xf32>
+}}
+""", ('ad.cell_from %g {origin = "g"} : tensor<3xf32>',)),
     SyntaxCase("types-as-arguments", f"""\
 func.func @f(%k: {K2}, %c: !cont.closure<(!ad.cell<tensor<2xf32>>) -> ()>, \
 %e: !ad.cell<tensor<2x3xf64>>, %k0: {K0}) -> {K0} {{

@@ -55,13 +55,22 @@ def test_callee_is_differentiated_into_a_pair_taking_function(passes_lib):
     module = lib.load("ad_recursive.mlir")
     lib.run_pipeline(module, "reverse-ad{func=f argnums=1}")
     text = print_ir(module)
+    # Only w carries an adjoint: x is passed alone (no zero cell per call), and the
+    # version is named after the activity of its float arguments (x, w) = (0, 1).
     sig = (
-        "func.func @f_grad__pow(%n: i64, %x: tensor<f64>, %x_bar: !ad.cell<tensor<f64>>, "
+        "func.func @f_grad__pow_01(%n: i64, %x: tensor<f64>, "
         "%w: tensor<f64>, %w_bar: !ad.cell<tensor<f64>>) -> (tensor<f64>, !ad.cell<tensor<f64>>)"
     )
     assert sig in text
-    # the recursion calls the differentiated version
-    assert "func.call @f_grad__pow(%m," in text
+    # the recursion calls the same differentiated version
+    assert "func.call @f_grad__pow_01(%m, %x, %w, %w_bar)" in text
+    # with both differentiated, every float argument comes with its cell
+    both = lib.load("ad_recursive.mlir")
+    lib.run_pipeline(both, "reverse-ad{func=f argnums=0,1}")
+    assert (
+        "func.func @f_grad__pow(%n: i64, %x: tensor<f64>, %x_bar: !ad.cell<tensor<f64>>, "
+        "%w: tensor<f64>, %w_bar: !ad.cell<tensor<f64>>)"
+    ) in print_ir(both)
 
 
 def test_integer_values_get_no_cells(passes_lib):

@@ -415,6 +415,24 @@ CASES = [
         "%r = ln.dropout %a, %b {rate = 0.3 : f64} : tensor<4x8xF>, tensor<i64>",
         "4x8xF",
     ),
+    Case(
+        "fused",
+        [("2x3", "F"), ("3", "P"), ("2x1", "i32<4")],
+        """%r = ln.fused %a, %b, %c : tensor<2x3xF>, tensor<3xF>, tensor<2x1xi32> -> tensor<2x3xF> {
+        ^bb0(%x: tensor<F>, %y: tensor<F>, %n: tensor<i32>):
+          %l = ln.log %y : tensor<F>
+          %m = ln.mul %x, %l : tensor<F>, tensor<F>
+          %k = ln.cast %n : tensor<i32> -> tensor<F>
+          %h = ln.full {value = 0.5 : f64} : tensor<F>
+          %p = ln.pow %k {exponent = 2.0 : f64} : tensor<F>
+          %q = ln.mul %p, %h : tensor<F>, tensor<F>
+          %g = ln.gt %m, %q : tensor<F>, tensor<F>
+          %s = ln.select %g, %m, %q : tensor<i1>, tensor<F>, tensor<F>
+          %t = ln.sigmoid %s : tensor<F>
+          ln.fused_yield %t : tensor<F>
+        }""",
+        "2x3xF",
+    ),
 ]
 
 

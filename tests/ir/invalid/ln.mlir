@@ -252,3 +252,75 @@ func.func @dropout_seed(%x: tensor<4xf32>, %s: tensor<i32>) {
   %c = ln.dropout %x, %s {rate = 0.5 : f64} : tensor<4xf32>, tensor<i32>
   func.return
 }
+
+// -----
+
+func.func @fused_operand_shape(%a: tensor<4x3xf32>, %b: tensor<2xf32>) {
+  // expected-error@+1 {{'ln.fused': operand #1 of shape (2,) does not broadcast to the result shape (4, 3)}}
+  %r = ln.fused %a, %b : tensor<4x3xf32>, tensor<2xf32> -> tensor<4x3xf32> {
+  ^bb0(%x: tensor<f32>, %y: tensor<f32>):
+    %s = ln.add %x, %y : tensor<f32>, tensor<f32>
+    ln.fused_yield %s : tensor<f32>
+  }
+  func.return
+}
+
+// -----
+
+func.func @fused_argument_type(%a: tensor<3xf32>) {
+  // expected-error@+1 {{'ln.fused': body argument #0 has type tensor<f64>, expected tensor<f32>}}
+  %r = ln.fused %a : tensor<3xf32> -> tensor<3xf64> {
+  ^bb0(%x: tensor<f64>):
+    %e = ln.exp %x : tensor<f64>
+    ln.fused_yield %e : tensor<f64>
+  }
+  func.return
+}
+
+// -----
+
+func.func @fused_body_op(%a: tensor<3xf32>) {
+  // expected-error@+1 {{'ln.fused': 'ln.sum' is not an elementwise op and cannot be fused}}
+  %r = ln.fused %a : tensor<3xf32> -> tensor<3xf32> {
+  ^bb0(%x: tensor<f32>):
+    %s = ln.sum %x {axes = array<i64>} : tensor<f32>
+    ln.fused_yield %s : tensor<f32>
+  }
+  func.return
+}
+
+// -----
+
+func.func @fused_yield_type(%a: tensor<3xf32>) {
+  // expected-error@+1 {{'ln.fused': the body yields tensor<i1>, expected tensor<f32>}}
+  %r = ln.fused %a : tensor<3xf32> -> tensor<3xf32> {
+  ^bb0(%x: tensor<f32>):
+    %m = ln.gt %x, %x : tensor<f32>, tensor<f32>
+    ln.fused_yield %m : tensor<i1>
+  }
+  func.return
+}
+
+// -----
+
+func.func @fused_body_rank(%a: tensor<3xf32>) {
+  // expected-error@+1 {{'ln.fused': body op 'ln.full' has result type tensor<3xf32>}}
+  %r = ln.fused %a : tensor<3xf32> -> tensor<3xf32> {
+  ^bb0(%x: tensor<f32>):
+    %f = ln.full {value = 2.0 : f64} : tensor<3xf32>
+    ln.fused_yield %x : tensor<f32>
+  }
+  func.return
+}
+
+// -----
+
+func.func @fused_captures(%a: tensor<3xf32>, %b: tensor<f32>) {
+  // expected-error@+1 {{'ln.fused': the body uses %b, defined outside it}}
+  %r = ln.fused %a : tensor<3xf32> -> tensor<3xf32> {
+  ^bb0(%x: tensor<f32>):
+    %m = ln.mul %x, %b : tensor<f32>, tensor<f32>
+    ln.fused_yield %m : tensor<f32>
+  }
+  func.return
+}
