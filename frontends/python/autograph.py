@@ -42,6 +42,7 @@ import copy
 import functools
 import inspect
 import textwrap
+import tokenize
 import types
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -506,7 +507,9 @@ def convert(fn: Callable[..., Any]) -> Callable[..., Any]:
         return fn
     try:
         source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError, IndexError, tokenize.TokenError):
+        # No source to read, or a file name that is not this function's source
+        # (code compiled from a string): leave the function as it is.
         return fn
     try:
         module = ast.parse(source)
