@@ -24,13 +24,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from xdsl.dialects.builtin import ArrayAttr, UnitAttr
-from xdsl.ir import Attribute, Block, Dialect, ParametrizedAttribute, Region, SSAValue, TypeAttribute
+from xdsl.ir import (
+    Attribute,
+    Block,
+    Dialect,
+    ParametrizedAttribute,
+    Region,
+    SSAValue,
+    TypeAttribute,
+)
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
     irdl_op_definition,
-    opt_prop_def,
     operand_def,
+    opt_prop_def,
     region_def,
     traits_def,
     var_operand_def,
@@ -111,7 +119,9 @@ def _print_call(printer: Printer, callee: SSAValue, args: Sequence[SSAValue]) ->
     printer.print_attribute(callee.type)
 
 
-def _parse_call(parser: Parser, kind: type[_SignatureType]) -> tuple[SSAValue, list[SSAValue], _SignatureType]:
+def _parse_call(
+    parser: Parser, kind: type[_SignatureType]
+) -> tuple[SSAValue, list[SSAValue], _SignatureType]:
     callee = parser.parse_unresolved_operand()
     args = parser.parse_comma_separated_list(
         parser.Delimiter.PAREN, parser.parse_unresolved_operand
@@ -132,7 +142,9 @@ def _parse_call(parser: Parser, kind: type[_SignatureType]) -> tuple[SSAValue, l
     return resolved_callee, list(resolved), t
 
 
-def _check_yield(op: IRDLOperation, region: Region, expected: Sequence[Attribute], what: str) -> None:
+def _check_yield(
+    op: IRDLOperation, region: Region, expected: Sequence[Attribute], what: str
+) -> None:
     if len(region.blocks) != 1:
         raise VerifyException(f"'{op.name}': body must have exactly one block")
     term = region.block.last_op
@@ -153,7 +165,7 @@ def _check_yield(op: IRDLOperation, region: Region, expected: Sequence[Attribute
 class YieldOp(IRDLOperation):
     """Ends the body of a reset, shift or lambda with its value(s).
 
-        cont.yield %x : tensor<f32>
+    cont.yield %x : tensor<f32>
     """
 
     name = "cont.yield"
@@ -420,7 +432,7 @@ class LambdaOp(IRDLOperation):
 class ApplyOp(IRDLOperation):
     """Calls a closure.
 
-        %y = cont.apply %f(%x) : !cont.closure<(tensor<f32>) -> (tensor<f32>)>
+    %y = cont.apply %f(%x) : !cont.closure<(tensor<f32>) -> (tensor<f32>)>
     """
 
     name = "cont.apply"

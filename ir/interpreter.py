@@ -55,7 +55,7 @@ class InterpreterError(Exception):
 class Env:
     """The values of one region activation, with a link to the enclosing one."""
 
-    __slots__ = ("vals", "parent")
+    __slots__ = ("parent", "vals")
 
     def __init__(self, parent: Env | None = None):
         self.vals: dict[SSAValue, Any] = {}
@@ -101,7 +101,7 @@ class Continuation:
 class Closure:
     """A `cont.lambda` value: its op and the captured environment."""
 
-    __slots__ = ("op", "env")
+    __slots__ = ("env", "op")
 
     def __init__(self, op: cont.LambdaOp, env: Env):
         self.op = op
@@ -118,9 +118,11 @@ State = tuple[Any, Any, Values]
 class BlockFrame:
     """Run a block from op `idx`; first bind the delivered values to `bind`."""
 
-    __slots__ = ("ops", "idx", "env", "bind")
+    __slots__ = ("bind", "env", "idx", "ops")
 
-    def __init__(self, ops: tuple[Operation, ...], idx: int, env: Env, bind: Sequence[SSAValue] = ()):
+    def __init__(
+        self, ops: tuple[Operation, ...], idx: int, env: Env, bind: Sequence[SSAValue] = ()
+    ):
         self.ops = ops
         self.idx = idx
         self.env = env
@@ -173,7 +175,7 @@ def _ops(block: Block) -> tuple[Operation, ...]:
 class ForFrame:
     """Receives the yield of iteration `i` of an `scf.for`."""
 
-    __slots__ = ("op", "env", "i", "ub", "step_")
+    __slots__ = ("env", "i", "op", "step_", "ub")
 
     def __init__(self, op: scf.ForOp, env: Env, i: Any, ub: Any, step_: Any):
         self.op, self.env, self.i, self.ub, self.step_ = op, env, i, ub, step_
@@ -189,7 +191,7 @@ class ForFrame:
 class WhileFrame:
     """Receives `scf.condition` (before=True) or the `scf.yield` of the after region."""
 
-    __slots__ = ("op", "env", "before")
+    __slots__ = ("before", "env", "op")
 
     def __init__(self, op: scf.WhileOp, env: Env, before: bool):
         self.op, self.env, self.before = op, env, before
@@ -350,7 +352,7 @@ TERMINATORS = frozenset({func.ReturnOp, scf.YieldOp, scf.ConditionOp, cont.Yield
 class Interpreter:
     """Runs the functions of one module.
 
-        Interpreter(module).call("f", x, w)  # -> tuple of numpy arrays
+    Interpreter(module).call("f", x, w)  # -> tuple of numpy arrays
     """
 
     def __init__(self, module: builtin.ModuleOp):
@@ -445,6 +447,8 @@ def _convert_arg(fname: str, i: int, value: Any, t: Any) -> Any:
                 )
             arr = arr.astype(dtype)
         return arr
-    if isinstance(t, builtin.IndexType | builtin.IntegerType | builtin.Float32Type | builtin.Float64Type):
+    if isinstance(
+        t, builtin.IndexType | builtin.IntegerType | builtin.Float32Type | builtin.Float64Type
+    ):
         return to_numpy_dtype(t).type(value)
     return value

@@ -361,7 +361,9 @@ class _Lowering:
         start = cont.ApplyOp(loop.res[0], [op.lb, *op.iter_args])
         return [loop, start]
 
-    def while_to_cps(self, op: scf.WhileOp, k: SSAValue, answer: list[Attribute]) -> list[Operation]:
+    def while_to_cps(
+        self, op: scf.WhileOp, k: SSAValue, answer: list[Attribute]
+    ) -> list[Operation]:
         arg_types = [a.type for a in op.arguments]
         loop_t = cont.ClosureType(arg_types, answer)
         before_region, after_region = op.before_region, op.after_region

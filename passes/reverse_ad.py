@@ -308,7 +308,9 @@ class _Differentiator:
                 cell.name_hint = _bar(o)
                 scope.cells[o] = cell
 
-    def _yield_pairs(self, cls: type[Operation]) -> Callable[[Builder, Sequence[SSAValue], _Scope], None]:
+    def _yield_pairs(
+        self, cls: type[Operation]
+    ) -> Callable[[Builder, Sequence[SSAValue], _Scope], None]:
         def term(b: Builder, values: Sequence[SSAValue], scope: _Scope) -> None:
             b.insert(cls(*self.pairs(values, b, scope)))
 
@@ -374,7 +376,9 @@ class _Differentiator:
             args.append(scope.v(a))
             if has_cell:
                 args.append(scope.cells[a])
-        new = b.insert(func.CallOp(callee.sym_name.data, args, list(callee.function_type.outputs.data)))
+        new = b.insert(
+            func.CallOp(callee.sym_name.data, args, list(callee.function_type.outputs.data))
+        )
         self.unpair(list(op.res), list(new.res), scope)
 
     def derive(self, name: str, active: tuple[bool, ...]) -> func.FuncOp:

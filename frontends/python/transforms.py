@@ -35,7 +35,9 @@ def _fn_name(f: Callable[..., Any]) -> str:
     return getattr(f, "__name__", type(f).__name__)
 
 
-def _argnums_tuple(f: Callable[..., Any], argnums: int | Sequence[int], nargs: int) -> tuple[int, ...]:
+def _argnums_tuple(
+    f: Callable[..., Any], argnums: int | Sequence[int], nargs: int
+) -> tuple[int, ...]:
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not nums:
         raise user_error(f"ln.grad of '{_fn_name(f)}': argnums is empty")

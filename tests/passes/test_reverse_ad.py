@@ -37,7 +37,10 @@ def test_output_is_a_reset_of_shifts_with_a_seed(passes_lib):
     module = lib.load("ad_for.mlir")
     lib.run_pipeline(module, "reverse-ad{argnums=0,1}")
     text = print_ir(module)
-    assert "func.func @f_grad(%x: tensor<f64>, %w: tensor<f64>) -> (tensor<f64>, tensor<f64>, tensor<f64>)" in text
+    assert (
+        "func.func @f_grad(%x: tensor<f64>, %w: tensor<f64>) -> (tensor<f64>, tensor<f64>, tensor<f64>)"
+        in text
+    )
     assert lib.ops_named(module, "cont.reset") == 1
     # mul, tanh and add in the loop body each become one shift
     assert lib.ops_named(module, "cont.shift") == 3

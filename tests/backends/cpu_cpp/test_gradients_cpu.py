@@ -60,7 +60,9 @@ def test_every_rule_on_cpu_matches_the_interpreter(cache_dir):
     results, pos = [], 0
     for fn in calls:
         k = len(fn.function_type.inputs.data)
-        call = func.CallOp(fn.sym_name.data, list(block.args[pos : pos + k]), list(fn.function_type.outputs.data))
+        call = func.CallOp(
+            fn.sym_name.data, list(block.args[pos : pos + k]), list(fn.function_type.outputs.data)
+        )
         block.add_op(call)
         results.extend(call.res)
         pos += k

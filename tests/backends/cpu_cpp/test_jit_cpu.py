@@ -50,7 +50,9 @@ def test_donated_parameters_are_updated_in_place(cache_dir):
     np.testing.assert_array_equal(a, np.zeros(3))
     np.testing.assert_array_equal(b, np.full((2, 2), -0.5))
     # the interpreter ignores donation but computes the same thing
-    out2 = ln.jit(update, backend="interp", donate_argnums=0)({"a": np.ones(3), "b": np.zeros((2, 2))}, g)
+    out2 = ln.jit(update, backend="interp", donate_argnums=0)(
+        {"a": np.ones(3), "b": np.zeros((2, 2))}, g
+    )
     np.testing.assert_array_equal(out2["a"], np.zeros(3))
 
 
@@ -88,7 +90,9 @@ def test_lanterna_opt_prints_cpp(capsys):
 
 
 def test_lanterna_opt_cpp_refuses_unlowered_continuations(capsys):
-    rc = opt_main([str(INPUTS / "ad_for.mlir"), "-p", "reverse-ad{func=f argnums=0,1}", "-t", "cpp"])
+    rc = opt_main(
+        [str(INPUTS / "ad_for.mlir"), "-p", "reverse-ad{func=f argnums=0,1}", "-t", "cpp"]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert "no lowering for 'cont.reset'" in err and "Traceback" not in err
