@@ -67,9 +67,8 @@ def _is_small_constant(op: Operation) -> bool:
 
 def is_fusible(op: Operation) -> bool:
     """Whether `op` may be a member of a fused group."""
-    return (
-        isinstance(op, (*ELEMENTWISE, *FILLS, ln.BroadcastToOp, FusedOp))
-        or _is_small_constant(op)
+    return isinstance(op, (*ELEMENTWISE, *FILLS, ln.BroadcastToOp, FusedOp)) or _is_small_constant(
+        op
     )
 
 

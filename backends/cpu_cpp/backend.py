@@ -126,7 +126,7 @@ class CompiledFunction:
 class CpuBackend:
     """Compiles modules to C++ with g++ and runs them through the pybind11 bridge."""
 
-    default_pipeline = "lower-continuations,elide-zero-adjoints,canonicalize,cse,dce"
+    default_pipeline = "lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
 
     def compile(
         self,

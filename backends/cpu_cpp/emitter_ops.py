@@ -243,7 +243,7 @@ def element_expr(em: CEmitter, op: Operation, args: Sequence[str]) -> str:
         p = literal(em, get_float(op.properties, "exponent"), element(op.operands[0]))
         return f"std::pow({args[0]}, {p})"
     if isinstance(op, ln.SelectOp):
-        return "{0} ? {1} : {2}".format(*args)
+        return f"{args[0]} ? {args[1]} : {args[2]}"
     if isinstance(op, ln.CastOp):
         return f"static_cast<{em.scalar_type(element(op.results[0]))}>({args[0]})"
     if isinstance(op, ln.ZerosOp | ln.OnesOp | ln.FullOp):

@@ -119,7 +119,9 @@ class FusedOp(LnOp):
     body = region_def("single_block")
     traits = traits_def(Pure(), BodyIsolatedFromAbove())
 
-    def __init__(self, inputs: Sequence[SSAValue | Operation], result_type: Attribute, body: Region):
+    def __init__(
+        self, inputs: Sequence[SSAValue | Operation], result_type: Attribute, body: Region
+    ):
         values = [SSAValue.get(v) for v in inputs]
         rt = self.infer_type([v.type for v in values], {}, result_type)
         IRDLOperation.__init__(self, operands=[values], result_types=[rt], regions=[body])
@@ -273,11 +275,12 @@ class FusedOp(LnOp):
         printer.print_string(" ")
         printer.print_region(self.body)
 
+
 @irdl_op_definition
 class FusedYieldOp(IRDLOperation):
     """The element a fused body computes.
 
-        ln.fused_yield %t : tensor<f32>
+    ln.fused_yield %t : tensor<f32>
     """
 
     name = "ln.fused_yield"

@@ -233,7 +233,7 @@ def test_tanh_adjoint_of_the_loop_is_one_fused_op(passes_lib):
     (fused,) = [op for op in grad.walk() if op.name == "ln.fused"]
     body = [op.name for op in fused.regions[0].block.ops]
     assert body == ["ln.full", "ln.mul", "ln.sub", "ln.mul", "ln.fused_yield"]
-    assert [o.name_hint for o in fused.operands][0] == "b"
+    assert fused.operands[0].name_hint == "b"
 
 
 def test_tree_program_with_vectors(passes_lib):

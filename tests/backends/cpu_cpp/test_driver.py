@@ -166,7 +166,9 @@ def test_cpu_backend_is_registered_and_needs_a_compiler_only_to_compile(
     cache_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     cpu = get_backend("cpu")
-    assert cpu.default_pipeline == "lower-continuations,elide-zero-adjoints,canonicalize,cse,dce"
+    assert cpu.default_pipeline == (
+        "lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
+    )
     monkeypatch.setenv("PATH", str(cache_dir))  # no g++ there
     with pytest.raises(CompileError, match="no C\\+\\+ compiler: 'g\\+\\+' was not found on PATH"):
         cpu.compile(ModuleOp([]), "f")
