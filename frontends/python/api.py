@@ -93,7 +93,7 @@ class _Call:
     treedef: pytree.TreeDef
     static_args: dict[int, Any]
     static_kwargs: dict[str, Any]
-    paths: list[tuple[Hashable, ...]]
+    tree: Any  # the (args, kwargs) pytree; leaf paths are only needed when tracing
     dyn_positions: list[int]  # the positions in the call of the non-static arguments
 
 
@@ -249,7 +249,7 @@ class Jitted:
             treedef,
             static_args,
             static_kwargs,
-            pytree.leaf_paths(tree),
+            tree,
             [i for i in range(n) if i not in static_args],
         )
 
@@ -273,7 +273,8 @@ class Jitted:
     def _trace(self, call: _Call) -> Traced:
         self.trace_count += 1
         arg_types, names = [], []
-        for spec, path in zip(call.specs, call.paths):
+        paths = pytree.leaf_paths(call.tree)
+        for spec, path in zip(call.specs, paths):
             if isinstance(spec, ArraySpec):
                 arg_types.append(tensor(spec.shape, from_numpy_dtype(spec.dtype)))
                 names.append(self._arg_name(path, call.dyn_positions))
@@ -314,7 +315,7 @@ class Jitted:
         donate = tuple(
             k
             for k, path in enumerate(
-                p for p, s in zip(call.paths, call.specs) if isinstance(s, ArraySpec)
+                p for p, s in zip(paths, call.specs) if isinstance(s, ArraySpec)
             )
             if path[0] == 0 and call.dyn_positions[path[1]] in self.donate_argnums  # type: ignore[index]
         )
