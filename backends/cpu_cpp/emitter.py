@@ -307,6 +307,7 @@ class CEmitter:
         block = f.body.block
         params = [self.define(a) for a in block.args]
         with self.scope(self.signature(name, params) + " {"):
+            self.line("LANTERNA_STACK_CHECK();")
             self.emit_block(block, lambda term: self.returns(list(term.operands)))
         self.line()
 
@@ -428,6 +429,7 @@ def _lambda(em: CEmitter, op: Operation) -> None:
         header = f"{fn_type} {name} = [=]({', '.join(params)}) -> {ret} {{"
         footer = "};"
     with em.scope(header, footer):
+        em.line("LANTERNA_STACK_CHECK();")
         em.emit_block(block, lambda term: em.returns(list(term.operands)))
 
 

@@ -29,6 +29,8 @@
 #include <type_traits>
 #include <vector>
 
+#include <pthread.h>
+
 #include <cblas.h>
 
 // BLAS entry points; scipy-openblas32 prefixes its symbols with `scipy_`.
@@ -152,16 +154,50 @@ inline T* filled(int64_t n, T value) {
 
 // --- the entry point --------------------------------------------------------------------
 
+// Stack guard: every generated function and closure checks, on entry, that
+// the stack has room left (LANTERNA_STACK_CHECK); when it has not, the call
+// unwinds with StackExhausted instead of overflowing into a crash.
+struct StackExhausted : std::exception {
+    const char* what() const noexcept override { return "stack exhausted"; }
+};
+
+constexpr int kStackExhausted = 3;
+constexpr size_t kBigStack = size_t(4) << 30;  // reserved, touched only as used
+constexpr size_t kStackMargin = size_t(256) << 10;
+
+inline thread_local uintptr_t stack_floor = 0;
+
+inline void set_stack_floor() {
+    pthread_attr_t attr;
+    void* addr = nullptr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &addr, &size);
+        pthread_attr_destroy(&attr);
+    }
+    stack_floor = size > 2 * kStackMargin ? reinterpret_cast<uintptr_t>(addr) + kStackMargin : 0;
+}
+
+inline void check_stack() {
+    char probe = 0;
+    if (reinterpret_cast<uintptr_t>(&probe) < stack_floor) throw StackExhausted();
+}
+
+#define LANTERNA_STACK_CHECK() ::lanterna::check_stack()
+
 // Runs `body` with a fresh arena and turns exceptions into return codes.
 template <class Body>
-inline int run_entry(char* err, size_t errlen, Body&& body) {
+inline int run_guarded(char* err, size_t errlen, Body& body) {
     auto report = [&](const char* msg) {
         if (err && errlen) std::snprintf(err, errlen, "%s", msg);
     };
+    set_stack_floor();
     try {
         arena().reset();
         body();
         return 0;
+    } catch (const StackExhausted&) {
+        return kStackExhausted;
     } catch (const IndexError& e) {
         report(e.what());
         return 2;
@@ -172,6 +208,49 @@ inline int run_entry(char* err, size_t errlen, Body&& body) {
         report(e.what());
         return 1;
     }
+}
+
+// Runs the entry's body: on this thread, or again on a big stack when deep
+// recursion exhausted this one.
+template <class Body>
+inline int run_entry(char* err, size_t errlen, Body&& body) {
+    int rc = run_guarded(err, errlen, body);
+    if (rc != kStackExhausted) return rc;
+    // Deep recursion (a long differentiated loop is a chain of callbacks) ran
+    // out of this thread's stack: run the whole call again on a thread with a
+    // large stack. Calls are pure until the final copy into the outputs, so a
+    // rerun computes the same results.
+    struct Job {
+        Body* body;
+        char* err;
+        size_t errlen;
+        int rc;
+    } job{&body, err, errlen, 1};
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, kBigStack);
+    pthread_t thread;
+    auto run = [](void* p) -> void* {
+        auto* j = static_cast<Job*>(p);
+        j->rc = run_guarded(j->err, j->errlen, *j->body);
+        return nullptr;
+    };
+    int created = pthread_create(&thread, &attr, run, &job);
+    pthread_attr_destroy(&attr);
+    if (created != 0) {
+        if (err && errlen) std::snprintf(err, errlen, "%s", "recursion too deep for the stack, "
+                                         "and no thread with a larger stack could be started");
+        return 1;
+    }
+    pthread_join(thread, nullptr);
+    if (job.rc == kStackExhausted) {
+        if (err && errlen)
+            std::snprintf(err, errlen, "recursion too deep: the generated code needs more than "
+                                       "%zu MiB of stack (a very long differentiated loop?)",
+                          kBigStack >> 20);
+        return 1;
+    }
+    return job.rc;
 }
 
 // Copies a result into its output buffer. Outputs may alias inputs (donated
