@@ -60,14 +60,10 @@ class CellType(ParametrizedAttribute, TypeAttribute):
             raise VerifyException(f"!ad.cell holds a tensor type, got {self.elem}")
 
 
-@irdl_op_definition
-class ZeroLikeOp(IRDLOperation):
-    """A fresh cell holding zeros of the operand's type.
+class _NewCellOp(IRDLOperation):
+    """An op making a fresh cell for its operand's type; its custom syntax is
+    `%c = ad.<op> %v : T`, the result type following from the operand's."""
 
-        %c = ad.zero_like %v : tensor<3xf32>
-    """
-
-    name = "ad.zero_like"
     value = operand_def(TensorType)
     cell = result_def(CellType)
     traits = traits_def(MemoryAllocEffect())
@@ -82,13 +78,22 @@ class ZeroLikeOp(IRDLOperation):
                 f"'{self.name}': result {self.cell.type} must be !ad.cell<{self.value.type}>"
             )
 
-    # The result type is derived from the operand in the custom syntax.
     @classmethod
     def parse(cls, parser: Parser) -> IRDLOperation:
         return _parse_new_cell(cls, parser)
 
     def print(self, printer: Printer) -> None:
         _print_new_cell(self, printer)
+
+
+@irdl_op_definition
+class ZeroLikeOp(_NewCellOp):
+    """A fresh cell holding zeros of the operand's type.
+
+        %c = ad.zero_like %v : tensor<3xf32>
+    """
+
+    name = "ad.zero_like"
 
 
 @irdl_op_definition
@@ -187,7 +192,7 @@ class LoadOp(IRDLOperation):
 
 
 @irdl_op_definition
-class CellFromOp(IRDLOperation):
+class CellFromOp(_NewCellOp):
     """A fresh cell holding a copy of the operand: `ad.zero_like` followed by
     `ad.accum` of the operand, without the zeros.
 
@@ -195,30 +200,9 @@ class CellFromOp(IRDLOperation):
     """
 
     name = "ad.cell_from"
-    value = operand_def(TensorType)
-    cell = result_def(CellType)
-    traits = traits_def(MemoryAllocEffect())
-
-    def __init__(self, value: SSAValue | IRDLOperation):
-        v = SSAValue.get(value)
-        super().__init__(operands=[v], result_types=[CellType(v.type)])
-
-    def verify_(self) -> None:
-        if self.cell.type != CellType(self.value.type):
-            raise VerifyException(
-                f"'{self.name}': result {self.cell.type} must be !ad.cell<{self.value.type}>"
-            )
-
-    # Same syntax as `ad.zero_like`: the result type follows from the operand's.
-    @classmethod
-    def parse(cls, parser: Parser) -> IRDLOperation:
-        return _parse_new_cell(cls, parser)
-
-    def print(self, printer: Printer) -> None:
-        _print_new_cell(self, printer)
 
 
-def _parse_new_cell(cls: type[ZeroLikeOp | CellFromOp], parser: Parser) -> IRDLOperation:
+def _parse_new_cell(cls: type[_NewCellOp], parser: Parser) -> IRDLOperation:
     """`%c = ad.<op> %v {attrs} : T`, the syntax of the ops that make a cell."""
     v = parser.parse_unresolved_operand()
     attrs = parser.parse_optional_attr_dict()
@@ -232,7 +216,7 @@ def _parse_new_cell(cls: type[ZeroLikeOp | CellFromOp], parser: Parser) -> IRDLO
     return op
 
 
-def _print_new_cell(op: ZeroLikeOp | CellFromOp, printer: Printer) -> None:
+def _print_new_cell(op: _NewCellOp, printer: Printer) -> None:
     printer.print_string(" ")
     printer.print_operand(op.value)
     printer.print_op_attributes(op.attributes)
