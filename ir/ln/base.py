@@ -35,7 +35,7 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import IRDLOperation, VarOperandDef, result_def, traits_def
-from xdsl.parser import Parser
+from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.pattern_rewriter import RewritePattern
 from xdsl.printer import Printer
 from xdsl.traits import HasCanonicalizationPatternsTrait, Pure
@@ -190,23 +190,7 @@ class LnOp(IRDLOperation):
     @classmethod
     def parse(cls, parser: Parser) -> LnOp:
         start = parser.pos
-        unresolved = []
-        first = parser.parse_optional_unresolved_operand()
-        if first is not None:
-            unresolved.append(first)
-            while parser.parse_optional_punctuation(",") is not None:
-                unresolved.append(parser.parse_unresolved_operand())
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        types: list[Attribute] = []
-        if unresolved:
-            types = parser.parse_comma_separated_list(parser.Delimiter.NONE, parser.parse_type)
-            if len(types) != len(unresolved):
-                parser.raise_error(
-                    f"'{cls.name}' has {len(unresolved)} operands but {len(types)} types",
-                    start,
-                    parser.pos,
-                )
+        unresolved, attrs, types = parse_operands_and_types(cls.name, parser)
         result_type: Attribute | None = None
         if cls.RESULT_IN_SYNTAX:
             if unresolved:
@@ -245,6 +229,31 @@ class LnOp(IRDLOperation):
             if self.operands:
                 printer.print_string(" -> ")
             printer.print_attribute(self.result.type)
+
+
+def parse_operands_and_types(
+    op_name: str, parser: Parser
+) -> tuple[list[UnresolvedOperand], dict[str, Attribute], list[Attribute]]:
+    """`%a, %b {attrs} : type(%a), type(%b)`: the common head of `ln` syntax."""
+    start = parser.pos
+    unresolved: list[UnresolvedOperand] = []
+    first = parser.parse_optional_unresolved_operand()
+    if first is not None:
+        unresolved.append(first)
+        while parser.parse_optional_punctuation(",") is not None:
+            unresolved.append(parser.parse_unresolved_operand())
+    attrs = parser.parse_optional_attr_dict()
+    parser.parse_punctuation(":")
+    types: list[Attribute] = []
+    if unresolved:
+        types = parser.parse_comma_separated_list(parser.Delimiter.NONE, parser.parse_type)
+        if len(types) != len(unresolved):
+            parser.raise_error(
+                f"'{op_name}' has {len(unresolved)} operands but {len(types)} types",
+                start,
+                parser.pos,
+            )
+    return unresolved, attrs, types
 
 
 # --- small rule helpers shared by op families ---------------------------------------------

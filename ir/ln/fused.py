@@ -46,7 +46,7 @@ from xdsl.printer import Printer
 from xdsl.traits import HasParent, IsolatedFromAbove, IsTerminator, Pure
 from xdsl.utils.exceptions import VerifyException
 
-from lanterna.ir.ln.base import LnOp
+from lanterna.ir.ln.base import LnOp, parse_operands_and_types
 from lanterna.ir.ln.elementwise import (
     BinaryOp,
     CastOp,
@@ -228,23 +228,8 @@ class FusedOp(LnOp):
     @classmethod
     def parse(cls, parser: Parser) -> FusedOp:
         start = parser.pos
-        unresolved = []
-        first = parser.parse_optional_unresolved_operand()
-        if first is not None:
-            unresolved.append(first)
-            while parser.parse_optional_punctuation(",") is not None:
-                unresolved.append(parser.parse_unresolved_operand())
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        types: list[Attribute] = []
+        unresolved, attrs, types = parse_operands_and_types(cls.name, parser)
         if unresolved:
-            types = parser.parse_comma_separated_list(parser.Delimiter.NONE, parser.parse_type)
-            if len(types) != len(unresolved):
-                parser.raise_error(
-                    f"'{cls.name}' has {len(unresolved)} operands but {len(types)} types",
-                    start,
-                    parser.pos,
-                )
             parser.parse_punctuation("->")
         result_type = parser.parse_type()
         end = parser.pos
