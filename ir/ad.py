@@ -11,7 +11,16 @@ continuation-passing form is exactly when the resumed continuation returns.
 
 `ad.cell_from` makes a cell that starts out holding a value instead of zeros;
 `elide-zero-adjoints` turns a fresh cell's first `accum` into one, so no
-zero-filled buffer is made only to be added to.
+zero-filled buffer is made only to be added to. `ad.zero_cell` is a zero cell
+made from a type alone, for code that no longer has the value at hand (the
+backward loop made by `reverse-loops`).
+
+Stacks (`!ad.stack<T>`) hold what a backward loop needs from its forward loop:
+the forward loop pushes, the backward loop pops in reverse order.
+
+    %s = ad.stack : tensor<3xf32>
+    ad.push %s, %v : !ad.stack<tensor<3xf32>>
+    %v2 = ad.pop %s : !ad.stack<tensor<3xf32>>
 """
 
 from __future__ import annotations
@@ -90,7 +99,7 @@ class _NewCellOp(IRDLOperation):
 class ZeroLikeOp(_NewCellOp):
     """A fresh cell holding zeros of the operand's type.
 
-        %c = ad.zero_like %v : tensor<3xf32>
+    %c = ad.zero_like %v : tensor<3xf32>
     """
 
     name = "ad.zero_like"
@@ -100,7 +109,7 @@ class ZeroLikeOp(_NewCellOp):
 class AccumOp(IRDLOperation):
     """Adds a contribution into a cell, in place.
 
-        ad.accum %c, %g : !ad.cell<tensor<3xf32>>
+    ad.accum %c, %g : !ad.cell<tensor<3xf32>>
     """
 
     name = "ad.accum"
@@ -148,7 +157,7 @@ class AccumOp(IRDLOperation):
 class LoadOp(IRDLOperation):
     """Reads a cell's current value.
 
-        %g = ad.load %c : !ad.cell<tensor<3xf32>>
+    %g = ad.load %c : !ad.cell<tensor<3xf32>>
     """
 
     name = "ad.load"
@@ -224,7 +233,189 @@ def _print_new_cell(op: _NewCellOp, printer: Printer) -> None:
     printer.print_attribute(op.value.type)
 
 
-AD_OPS = [ZeroLikeOp, AccumOp, LoadOp, CellFromOp]
-AD_TYPES = [CellType]
+@irdl_op_definition
+class ZeroCellOp(IRDLOperation):
+    """A fresh cell holding zeros of a tensor type.
+
+    %c = ad.zero_cell : tensor<3xf32>
+    """
+
+    name = "ad.zero_cell"
+    cell = result_def(CellType)
+    traits = traits_def(MemoryAllocEffect())
+
+    def __init__(self, elem: Attribute):
+        super().__init__(result_types=[CellType(elem)])
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        pos = parser.pos
+        t = parser.parse_type()
+        if not isinstance(t, TensorType):
+            parser.raise_error(
+                f"'{cls.name}' makes a cell of a tensor type, got {t}", pos, parser.pos
+            )
+        op = cls(t)
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        cell_type = self.cell.type
+        assert isinstance(cell_type, CellType)
+        printer.print_attribute(cell_type.elem)
+
+
+@irdl_attr_definition
+class StackType(ParametrizedAttribute, TypeAttribute):
+    """`!ad.stack<T>`: a last-in first-out stack of values of type T."""
+
+    name = "ad.stack"
+    elem: Attribute
+
+    def __init__(self, elem: Attribute):
+        super().__init__(elem)
+
+    def print_parameters(self, printer: Printer) -> None:
+        with printer.in_angle_brackets():
+            printer.print_attribute(self.elem)
+
+    @classmethod
+    def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute]:
+        with parser.in_angle_brackets():
+            return (parser.parse_type(),)
+
+
+@irdl_op_definition
+class StackOp(IRDLOperation):
+    """A fresh, empty stack of values of one type.
+
+    %s = ad.stack : tensor<3xf32>
+    """
+
+    name = "ad.stack"
+    stack = result_def(StackType)
+    traits = traits_def(MemoryAllocEffect())
+
+    def __init__(self, elem: Attribute):
+        super().__init__(result_types=[StackType(elem)])
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        op = cls(parser.parse_type())
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        stack_type = self.stack.type
+        assert isinstance(stack_type, StackType)
+        printer.print_attribute(stack_type.elem)
+
+
+@irdl_op_definition
+class PushOp(IRDLOperation):
+    """Pushes a value onto a stack.
+
+    ad.push %s, %v : !ad.stack<tensor<3xf32>>
+    """
+
+    name = "ad.push"
+    stack = operand_def(StackType)
+    value = operand_def()
+    traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
+
+    def __init__(self, stack: SSAValue | IRDLOperation, value: SSAValue | IRDLOperation):
+        super().__init__(operands=[SSAValue.get(stack), SSAValue.get(value)])
+
+    def verify_(self) -> None:
+        st = self.stack.type
+        assert isinstance(st, StackType)
+        if st.elem != self.value.type:
+            raise VerifyException(
+                f"'{self.name}': value has type {self.value.type} but the stack holds {st.elem}"
+            )
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        s = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = _parse_stack_type(parser)
+        op = cls(parser.resolve_operand(s, t), parser.resolve_operand(v, t.elem))
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.stack)
+        printer.print_string(", ")
+        printer.print_operand(self.value)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.stack.type)
+
+
+@irdl_op_definition
+class PopOp(IRDLOperation):
+    """Pops the value pushed last; popping an empty stack is a runtime error.
+
+    %v = ad.pop %s : !ad.stack<tensor<3xf32>>
+    """
+
+    name = "ad.pop"
+    stack = operand_def(StackType)
+    value = result_def()
+    traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
+
+    def __init__(self, stack: SSAValue | IRDLOperation):
+        s = SSAValue.get(stack)
+        st = s.type
+        assert isinstance(st, StackType)
+        super().__init__(operands=[s], result_types=[st.elem])
+
+    def verify_(self) -> None:
+        st = self.stack.type
+        assert isinstance(st, StackType)
+        if st.elem != self.value.type:
+            raise VerifyException(
+                f"'{self.name}': result {self.value.type} does not match the stack's {st.elem}"
+            )
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        s = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        op = cls(parser.resolve_operand(s, _parse_stack_type(parser)))
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.stack)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.stack.type)
+
+
+def _parse_stack_type(parser: Parser) -> StackType:
+    pos = parser.pos
+    t = parser.parse_type()
+    if not isinstance(t, StackType):
+        parser.raise_error(f"expected an !ad.stack<...> type, got {t}", pos, parser.pos)
+    return t
+
+
+AD_OPS = [ZeroLikeOp, AccumOp, LoadOp, CellFromOp, ZeroCellOp, StackOp, PushOp, PopOp]
+AD_TYPES = [CellType, StackType]
 
 AD = Dialect("ad", AD_OPS, AD_TYPES)

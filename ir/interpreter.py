@@ -37,7 +37,8 @@ import numpy as np
 from xdsl.dialects import builtin, func, scf
 from xdsl.ir import Block, Operation, Region, SSAValue
 
-from lanterna.ir import ad, cont
+from lanterna.errors import LanternaRuntimeError
+from lanterna.ir import ad, cont, ln
 from lanterna.ir.interp_arith import ARITH_SEMANTICS
 from lanterna.ir.ln import LN_OPS
 from lanterna.ir.types import to_numpy_dtype
@@ -87,6 +88,18 @@ class Cell:
 
     def __repr__(self) -> str:
         return f"Cell({self.value!r})"
+
+
+class Stack:
+    """A stack of values (`!ad.stack<T>`), shared by every holder of the value."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def __repr__(self) -> str:
+        return f"Stack({len(self.items)} items)"
 
 
 class Continuation:
@@ -229,6 +242,11 @@ def _if(m: Interpreter, op: scf.IfOp, env: Env, k: Any, mk: Any) -> State:
     return enter(region, env, (), k), mk, ()
 
 
+def _inline(m: Interpreter, op: Operation, env: Env, k: Any, mk: Any) -> State:
+    """A region run once in place (`ln.checkpoint`): its yield gives the results."""
+    return enter(op.regions[0], env, (), k), mk, ()
+
+
 def _for(m: Interpreter, op: scf.ForOp, env: Env, k: Any, mk: Any) -> State:
     lb, ub, st = env.get(op.lb), env.get(op.ub), env.get(op.step)
     inits = [env.get(o) for o in op.iter_args]
@@ -310,6 +328,27 @@ def _load(op: Operation, args: Values) -> Any:
     return args[0].value
 
 
+def _zero_cell(op: Operation, args: Values) -> Cell:
+    t = op.results[0].type
+    assert isinstance(t, ad.CellType) and isinstance(t.elem, builtin.TensorType)
+    return Cell(np.zeros(t.elem.get_shape(), dtype=to_numpy_dtype(t.elem.element_type)))
+
+
+def _new_stack(op: Operation, args: Values) -> Stack:
+    return Stack()
+
+
+def _push(op: Operation, args: Values) -> None:
+    args[0].items.append(args[1])
+
+
+def _pop(op: Operation, args: Values) -> Any:
+    items = args[0].items
+    if not items:
+        raise LanternaRuntimeError("'ad.pop' of an empty stack")
+    return items.pop()
+
+
 def _cast(op: Operation, args: Values) -> Any:
     return args[0]
 
@@ -324,6 +363,10 @@ SIMPLE: dict[type[Operation], SimpleFn] = {
     ad.AccumOp: _accum,
     ad.LoadOp: _load,
     ad.CellFromOp: _cell_from,
+    ad.ZeroCellOp: _zero_cell,
+    ad.StackOp: _new_stack,
+    ad.PushOp: _push,
+    ad.PopOp: _pop,
     builtin.UnrealizedConversionCastOp: _cast,
 }
 
@@ -341,9 +384,13 @@ CONTROL: dict[type[Operation], ControlFn] = {
     cont.YieldOp: _deliver,
     cont.LambdaOp: _lambda,
     cont.ApplyOp: _apply,
+    ln.CheckpointOp: _inline,
+    ln.CheckpointYieldOp: _deliver,
 }
 
-TERMINATORS = frozenset({func.ReturnOp, scf.YieldOp, scf.ConditionOp, cont.YieldOp})
+TERMINATORS = frozenset(
+    {func.ReturnOp, scf.YieldOp, scf.ConditionOp, cont.YieldOp, ln.CheckpointYieldOp}
+)
 
 
 # --- the machine --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`elide-zero-adjoints`: no zero-filled adjoint buffers.
 
 Reverse mode gives every differentiable value a cell made by `ad.zero_like`
-and adds each contribution into it with `ad.accum`. Most cells receive their
+(or `ad.zero_cell`, in the backward loops of `reverse-loops`) and adds each contribution into it with `ad.accum`. Most cells receive their
 first contribution before anything else touches them, and many receive none:
 allocating and zero-filling those buffers is the memory cost raised against
 Lantern. Run after `lower-continuations` (where the adjoint code is direct
@@ -48,7 +48,7 @@ class ElideZeroAdjoints(ModulePass):
     name = "elide-zero-adjoints"
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
-        fresh = [o for o in op.walk() if isinstance(o, ad.ZeroLikeOp)]
+        fresh = [o for o in op.walk() if isinstance(o, ad.ZeroLikeOp | ad.ZeroCellOp)]
         for zero in fresh:
             if _only_loaded(zero.cell):
                 _drop_unwritten(zero)
@@ -68,7 +68,7 @@ def _loads(cell: SSAValue) -> list[ad.LoadOp]:
     return loads  # type: ignore[return-value]
 
 
-def _drop_unwritten(zero: ad.ZeroLikeOp) -> None:
+def _drop_unwritten(zero: ad.ZeroLikeOp | ad.ZeroCellOp) -> None:
     """A cell nothing is accumulated into holds zeros whenever it is loaded."""
     for load in _loads(zero.cell):
         zeros = ln.ZerosOp(result_type=load.value.type)
@@ -91,7 +91,7 @@ def _uses(op: Operation, value: SSAValue) -> bool:
     return any(value in o.operands for o in op.walk())
 
 
-def _initialize_at_first_accum(zero: ad.ZeroLikeOp) -> ad.CellFromOp | None:
+def _initialize_at_first_accum(zero: ad.ZeroLikeOp | ad.ZeroCellOp) -> ad.CellFromOp | None:
     cell = zero.cell
     op = zero.next_op
     while op is not None:

@@ -66,6 +66,7 @@ class _Lowering:
         self.module = module
         self.funcs = {f.sym_name.data: f for f in module.ops if isinstance(f, func.FuncOp)}
         self.cps: dict[str, list[Attribute]] = {}  # CPS function -> answer types
+        self.passing: set[Operation] = set()  # calls already passing their continuation
         self.work: deque[Block] = deque()
 
     # --- analysis --------------------------------------------------------------------------
@@ -76,7 +77,11 @@ class _Lowering:
         for op in _walk_outside_resets(region_op):
             if isinstance(op, cont.ShiftOp):
                 return list(op.k_type.outputs.data)
-            if isinstance(op, func.CallOp) and op.callee.string_value() in self.cps:
+            if (
+                isinstance(op, func.CallOp)
+                and op.callee.string_value() in self.cps
+                and op not in self.passing
+            ):
                 return self.cps[op.callee.string_value()]
         return None
 
@@ -94,7 +99,7 @@ class _Lowering:
 
     def needs_cps(self, op: Operation) -> bool:
         if isinstance(op, func.CallOp):
-            return op.callee.string_value() in self.cps
+            return op.callee.string_value() in self.cps and op not in self.passing
         if isinstance(op, scf.IfOp | scf.ForOp | scf.WhileOp):
             return self.escaping_answer(op) is not None
         if isinstance(op, cont.LambdaOp) and self.escaping_answer(op) is not None:
@@ -310,6 +315,7 @@ class _Lowering:
             assert isinstance(op, func.CallOp)
             callee = op.callee.string_value()
             new = [func.CallOp(callee, [*op.arguments, k], self.cps[callee])]
+            self.passing.add(new[0])
         for n in new:
             block.insert_op_before(n, op)
         _erase(op, safe=False)

@@ -42,6 +42,7 @@ from lanterna.errors import LanternaError
 from lanterna.ir import ad, cont
 from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule, is_differentiable_type
 from lanterna.ir.ln.base import LnOp
+from lanterna.ir.ln.checkpoint import CheckpointOp
 from lanterna.ir.ln.elementwise import OnesOp
 from lanterna.ir.ln.shape import ItemOp
 from lanterna.ir.types import shape_of
@@ -115,7 +116,8 @@ class _Differentiator:
         self.seed = seed
         self.out = out
         self.answer: list[Attribute] = list(root.function_type.outputs.data)
-        self.derived: dict[tuple[str, tuple[bool, ...]], func.FuncOp] = {}
+        self.root_answer = self.answer
+        self.derived: dict[tuple[str, tuple[bool, ...], tuple[Attribute, ...]], func.FuncOp] = {}
 
     # --- the root function -------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class _Differentiator:
             return self.rewrite_while(op, b, scope)
         if isinstance(op, func.CallOp):
             return self.rewrite_call(op, b, scope)
+        if isinstance(op, CheckpointOp):
+            return self.rewrite_checkpoint(op, b, scope)
         if op.dialect_name() in ("cont", "ad"):
             raise ADError(
                 f"reverse-ad: '{op.name}' in the input; differentiating IR that already "
@@ -363,6 +367,61 @@ class _Differentiator:
         new = b.insert(scf.WhileOp(inits, result_types, Region(before), Region(after)))
         self.unpair(list(op.res), list(new.res), scope)
 
+    def rewrite_checkpoint(self, op: CheckpointOp, b: Builder, scope: _Scope) -> None:
+        """A checkpointed region is one primitive: forward, the body run plainly;
+        backward, the body run again, differentiated, in a reset of its own whose
+        results' adjoints are seeded from the continuation's cells. Nothing the
+        body computes is kept for the backward pass, only what it reads."""
+        src = op.body.block
+        reads = _free_operands(src)
+        if not any(v in scope.cells for v in reads):
+            new = b.insert(op.clone(value_mapper=dict(scope.values)))
+            for old, nv in zip(op.res, new.res):
+                scope.values[old] = nv
+            return
+        outs = list(op.res)
+        kt = cont.ContinuationType(self.pair_types([r.type for r in outs]), self.answer)
+        body = Block(arg_types=[kt])
+        body.args[0].name_hint = "k"
+        shift = b.insert(cont.ShiftOp(kt, body))
+        inner = Builder(InsertPoint.at_end(body))
+        primal = dict(scope.values)
+        for o in list(src.ops)[:-1]:
+            new = inner.insert(o.clone(value_mapper=primal))
+            primal.update(zip(o.results, new.results))
+        term = src.last_op
+        assert term is not None
+        args: list[SSAValue] = []
+        seeds: list[SSAValue] = []
+        for old in term.operands:
+            v = primal.get(old, old)
+            args.append(v)
+            if is_differentiable_type(old.type):
+                cell = inner.insert(ad.ZeroLikeOp(v)).cell
+                args.append(cell)
+                seeds.append(cell)
+        ans = inner.insert(cont.ResumeOp(body.args[0], args)).res
+
+        def seed(bb: Builder, values: Sequence[SSAValue], sc: _Scope) -> None:
+            it = iter(seeds)
+            for old in values:
+                if is_differentiable_type(old.type):
+                    cell, target = next(it), sc.cells.get(old)
+                    if target is not None:
+                        bb.insert(ad.AccumOp(target, bb.insert(ad.LoadOp(cell)).value))
+            bb.insert(cont.YieldOp())
+
+        # The recomputation delimits its own continuations, with no answer.
+        again = Block()
+        inner.insert(cont.ResetOp([], again))
+        outer_answer, self.answer = self.answer, []
+        try:
+            self.rewrite_block(src, again, _Scope(dict(scope.values), dict(scope.cells)), seed)
+        finally:
+            self.answer = outer_answer
+        inner.insert(cont.YieldOp(*ans))
+        self.unpair(outs, list(shift.res), scope)
+
     def rewrite_call(self, op: func.CallOp, b: Builder, scope: _Scope) -> None:
         active = tuple(a in scope.cells for a in op.arguments)
         if not any(active):
@@ -386,7 +445,7 @@ class _Differentiator:
         arguments that carry adjoints at the call come with their cells, the others
         (a frozen embedding table, indices) alone -- no zero cells for them. Results
         are returned as (value, cell) pairs."""
-        key = (name, active)
+        key = (name, active, tuple(self.answer))
         found = self.derived.get(key)
         if found is not None:
             return found
@@ -402,6 +461,8 @@ class _Differentiator:
         # Named by which float arguments are active, when not all of them are.
         floats = [x for x, t in zip(active, ins) if is_differentiable_type(t)]
         suffix = "" if all(floats) else "_" + "".join("1" if x else "0" for x in floats)
+        if self.answer != self.root_answer:
+            suffix += "_recompute"  # called from a checkpoint's backward pass
         new_fn = func.FuncOp(
             f"{self.out}__{name}{suffix}", (in_types, self.pair_types(outs)), Region(entry)
         )
@@ -420,6 +481,19 @@ class _Differentiator:
         self.rewrite_block(src_fn.body.block, entry, scope, self._yield_pairs(func.ReturnOp))
         self.module.body.block.add_op(new_fn)
         return new_fn
+
+
+def _free_operands(block: Block) -> list[SSAValue]:
+    """Values the block's ops (nested ones included) read from outside the block."""
+    inside: set[SSAValue] = set(block.args)
+    for op in block.walk():
+        inside.update(op.results)
+        for region in op.regions:
+            for blk in region.blocks:
+                inside.update(blk.args)
+    return list(
+        dict.fromkeys(o for op in block.walk() for o in op.operands if o not in inside)
+    )
 
 
 def _bar(v: SSAValue) -> str | None:

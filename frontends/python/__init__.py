@@ -3,7 +3,7 @@
 
 from lanterna.frontends.python import nn, ops, optim
 from lanterna.frontends.python.api import Jitted, Lowered, jit
-from lanterna.frontends.python.control import cond, fori_loop, while_loop
+from lanterna.frontends.python.control import checkpoint, cond, fori_loop, while_loop
 from lanterna.frontends.python.function import ShapeDtypeStruct, StagedFunction, function
 from lanterna.frontends.python.ops import *
 from lanterna.frontends.python.pytree import flatten as tree_flatten
@@ -26,6 +26,7 @@ __all__ = [
     "StagedFunction",
     "Tensor",
     "check_grads",
+    "checkpoint",
     "cond",
     "fori_loop",
     "function",

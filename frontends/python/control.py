@@ -47,7 +47,7 @@ from lanterna.frontends.python.tracing import (
     lift,
     result_dtype,
 )
-from lanterna.ir.ln import FromScalarOp, ItemOp
+from lanterna.ir.ln import CheckpointOp, CheckpointYieldOp, FromScalarOp, ItemOp
 from lanterna.ir.types import from_numpy_dtype, tensor
 
 # --- values that are not there ---------------------------------------------------------
@@ -572,3 +572,45 @@ def fori_loop(lower: Any, upper: Any, body_fn: Callable[[Any, Any], Any], init_v
             val = body_fn(np.asarray(i, np.int64), val)
         return val
     return stage_for(lower, upper, 1, body_fn, init_val, "ln.fori_loop")
+
+
+# --- checkpoint ---------------------------------------------------------------------------
+
+
+def checkpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, marked to be recomputed in the backward pass instead of stored.
+
+    Staged, `ln.checkpoint(fn)(*args)` traces `fn` into an `ln.checkpoint`
+    region. Its forward pass is `fn` itself; when it is differentiated, none
+    of the values `fn` computes are kept for the backward pass: it runs `fn`
+    again there. Wrapping the body of a long loop trades one more forward
+    computation of the body for memory: per iteration only the body's inputs
+    are saved (see `reverse-loops`). Outside a trace it just calls `fn`.
+
+        step = ln.checkpoint(lambda h, x: ln.tanh(h @ w + x))
+        h = ln.fori_loop(0, n, lambda i, h: step(h, xs[i]), h0)
+    """
+
+    def checkpointed(*args: Any, **kwargs: Any) -> Any:
+        tracer = current_tracer()
+        if tracer is None:
+            return fn(*args, **kwargs)
+        block = Block()
+        with tracer.inserting_at(InsertPoint.at_end(block)):
+            out = fn(*args, **kwargs)
+            leaves, treedef = pytree.flatten(out)
+            for leaf in leaves:
+                if not (is_staged(leaf) or _arraylike(leaf)):
+                    raise user_error(
+                        "ln.checkpoint: the function must return arrays (a pytree of "
+                        f"them), got {_describe(leaf)}"
+                    )
+            values = [lift(leaf).value for leaf in leaves]
+            block.add_op(CheckpointYieldOp(*values))
+        op = tracer.insert(CheckpointOp([v.type for v in values], block))
+        return pytree.unflatten(treedef, [Tensor(r, tracer) for r in op.results])
+
+    checkpointed.__name__ = getattr(fn, "__name__", "checkpointed")
+    checkpointed.__doc__ = getattr(fn, "__doc__", None)
+    checkpointed.__wrapped__ = fn  # type: ignore[attr-defined]
+    return checkpointed

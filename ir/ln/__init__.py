@@ -4,6 +4,8 @@ from xdsl.ir import Dialect
 from xdsl.irdl import IRDLOperation
 
 from lanterna.ir.ln.base import LnOp
+from lanterna.ir.ln.checkpoint import *  # noqa: F403
+from lanterna.ir.ln.checkpoint import CHECKPOINT_OPS
 from lanterna.ir.ln.elementwise import *  # noqa: F403
 from lanterna.ir.ln.elementwise import ELEMENTWISE_OPS
 from lanterna.ir.ln.fused import *  # noqa: F403
@@ -29,4 +31,5 @@ LN_OPS: list[type[IRDLOperation]] = [
 ]
 
 # `ln.fused_yield` only ends an `ln.fused` body; it is no tensor op of its own.
-LN = Dialect("ln", [*LN_OPS, FusedYieldOp], [])
+# `ln.checkpoint` (and its terminator) is structure, like scf.if: no tensor op either.
+LN = Dialect("ln", [*LN_OPS, FusedYieldOp, *CHECKPOINT_OPS], [])

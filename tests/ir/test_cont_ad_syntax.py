@@ -21,7 +21,7 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 
 from lanterna.ir import make_context, print_ir
-from lanterna.ir.ad import AD, AD_OPS, AD_TYPES, CellType
+from lanterna.ir.ad import AD, AD_OPS, AD_TYPES, CellType, StackType
 from lanterna.ir.cont import CONT_OPS, CONT_TYPES, ClosureType, Cont, ContinuationType
 from lanterna.ir.ln import LN
 
@@ -168,6 +168,23 @@ func.func @f(%g: tensor<3xf32>) -> tensor<3xf32> {{
   func.return %d : tensor<3xf32>
 }}
 """, ('ad.cell_from %g {origin = "g"} : tensor<3xf32>',)),
+    SyntaxCase("zero-cell-and-stacks", f"""\
+func.func @f(%g: tensor<3xf32>, %i: index) -> (tensor<3xf32>, index) {{
+  %c = ad.zero_cell {{origin = "g"}} : tensor<3xf32>
+  ad.accum %c, %g : {CELL}
+  %s = ad.stack : tensor<3xf32>
+  %t = ad.stack : index
+  %u = ad.stack : !ad.stack<tensor<3xf32>>
+  ad.push %s, %g : !ad.stack<tensor<3xf32>>
+  ad.push %t, %i {{n}} : !ad.stack<index>
+  ad.push %u, %s : !ad.stack<!ad.stack<tensor<3xf32>>>
+  %s2 = ad.pop %u : !ad.stack<!ad.stack<tensor<3xf32>>>
+  %h = ad.pop %s2 : !ad.stack<tensor<3xf32>>
+  %j = ad.pop %t {{n}} : !ad.stack<index>
+  func.return %h, %j : tensor<3xf32>, index
+}}
+""", ('ad.zero_cell {origin = "g"} : tensor<3xf32>', "%u = ad.stack : !ad.stack<tensor<3xf32>>",
+      "ad.push %t, %i {n} : !ad.stack<index>", "%h = ad.pop %s2 : !ad.stack<tensor<3xf32>>")),
     SyntaxCase("types-as-arguments", f"""\
 func.func @f(%k: {K2}, %c: !cont.closure<(!ad.cell<tensor<2xf32>>) -> ()>, \
 %e: !ad.cell<tensor<2x3xf64>>, %k0: {K0}) -> {K0} {{
@@ -232,6 +249,8 @@ TYPES = [
     ("!ad.cell<tensor<3xf32>>", CellType),
     ("!ad.cell<tensor<f64>>", CellType),
     ("!ad.cell<tensor<2x1x4xi32>>", CellType),
+    ("!ad.stack<tensor<2x3xf32>>", StackType),
+    ("!ad.stack<!ad.stack<index>>", StackType),
 ]
 
 

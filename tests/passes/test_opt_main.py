@@ -255,7 +255,7 @@ def test_help_lists_pass_names(capsys):
     rc, out, _ = opt(capsys, "--help")
     assert rc == 0
     assert "--print-ir-after-all" in out and "--no-verify-each" in out
-    assert "passes: canonicalize, cse, dce" in out
+    assert "passes: canonicalize, checkpoint, cse, dce" in out
 
 
 # --- the installed entry points ------------------------------------------------------------

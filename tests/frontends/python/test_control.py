@@ -179,3 +179,55 @@ def test_grad_through_fori_loop_with_staged_bounds():
 def test_fori_loop_bound_must_be_integer():
     with pytest.raises(ln.TraceError, match="loop bound"):
         ln.jit(lambda x: ln.fori_loop(0, x[0], lambda i, v: v, x))(np.ones(3))
+
+
+# --- checkpoint -----------------------------------------------------------------------------
+
+
+def rnn_loss(xs, w, u, checkpointed):
+    def cell(h, x):
+        return ln.tanh(h @ w + x * u)
+
+    step = ln.checkpoint(cell) if checkpointed else cell
+    h = ln.fori_loop(0, xs.shape[0], lambda i, h: step(h, xs[i]), ln.zeros_like(u))
+    return ln.sum(h * h)
+
+
+@pytest.mark.parametrize("backend", ["interp", "cpu"])
+def test_checkpoint_gives_the_same_gradients(backend):
+    xs, w, u = RNG.standard_normal((6, 3)), RNG.standard_normal((3, 3)), RNG.standard_normal(3)
+    grads = [
+        ln.jit(
+            ln.grad(lambda xs, w, u, c=c: rnn_loss(xs, w, u, c), argnums=(1, 2)), backend=backend
+        )(xs, w, u)
+        for c in (False, True)
+    ]
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(b, a, rtol=1e-12)
+    ln.check_grads(lambda xs, w, u: rnn_loss(xs, w, u, True), [xs, w, u], argnums=(1, 2))
+
+
+def test_checkpoint_emits_the_region_and_runs_plainly_outside_a_trace():
+    xs, w, u = RNG.standard_normal((4, 3)), RNG.standard_normal((3, 3)), RNG.standard_normal(3)
+    f = ln.jit(lambda xs, w, u: rnn_loss(xs, w, u, True))
+    assert "ln.checkpoint ->" in f.lower(xs, w, u).as_text()
+    np.testing.assert_allclose(f(xs, w, u), rnn_loss(xs, w, u, False), rtol=1e-12)
+    # Outside a trace the function is called as it is.
+    double = ln.checkpoint(lambda a: 2 * a)
+    assert double(3) == 6 and double.__wrapped__(4) == 8
+
+
+def test_checkpoint_returns_pytrees_and_python_numbers():
+    def f(x):
+        out = ln.checkpoint(lambda v: {"a": ln.tanh(v), "n": 2.0})(x)
+        return ln.sum(out["a"] * out["n"])
+
+    x = RNG.standard_normal(3)
+    np.testing.assert_allclose(ln.jit(f)(x), 2 * np.tanh(x).sum(), rtol=1e-12, atol=1e-14)
+    ln.check_grads(f, [x])
+
+
+def test_checkpoint_rejects_non_array_results():
+    with pytest.raises(ln.TraceError, match="must return arrays") as info:
+        ln.jit(lambda x: ln.checkpoint(lambda v: "text")(x))(np.ones(3))  # checkpoint-error
+    assert f"test_control.py:{line_of('checkpoint-error')}" in str(info.value)

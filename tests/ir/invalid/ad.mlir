@@ -84,3 +84,27 @@ func.func @cell_of_a_scalar(%c: !ad.cell<f32>) {
 func.func @cell_of_a_cell(%c: !ad.cell<!ad.cell<tensor<3xf32>>>) {
   func.return
 }
+
+// -----
+
+func.func @push_wrong_type(%s: !ad.stack<tensor<3xf32>>, %v: tensor<3xf64>) {
+  // expected-error@+1 {{'ad.push': value has type tensor<3xf64> but the stack holds tensor<3xf32>}}
+  "ad.push"(%s, %v) : (!ad.stack<tensor<3xf32>>, tensor<3xf64>) -> ()
+  func.return
+}
+
+// -----
+
+func.func @pop_wrong_type(%s: !ad.stack<index>) {
+  // expected-error@+1 {{'ad.pop': result i64 does not match the stack's index}}
+  %v = "ad.pop"(%s) : (!ad.stack<index>) -> i64
+  func.return
+}
+
+// -----
+
+func.func @push_not_a_stack(%c: !ad.cell<tensor<3xf32>>, %v: tensor<3xf32>) {
+  // expected-error@+1 {{expected an !ad.stack<...> type, got !ad.cell<tensor<3xf32>>}}
+  ad.push %c, %v : !ad.cell<tensor<3xf32>>
+  func.return
+}
