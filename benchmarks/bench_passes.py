@@ -3,13 +3,18 @@
 Compiles the LSTM character model's training step (benchmarks/models/lstm.py,
 forward + backward + Adagrad update in one call) with the cpu backend's default
 pipeline, and with that pipeline less one optional pass at a time
-(`lower-continuations` is required and always runs). For every variant:
+(`lower-continuations` is required and always runs), and with the default
+pipeline but the cpu backend's buffer reuse off (`-buffer-reuse`,
+LANTERNA_CPU_REUSE=0). For every variant:
 
 * ops in the compiled module after the pipeline, by dialect (`ln`, `ad`, `cont`);
   ops inside an `ln.fused` body are not counted (they are one kernel), so the
   fused op itself counts once;
-* `ad.zero_like` ops left (zero-filled buffers) and their bytes (elements x
-  element size, summed), a proxy for the bytes allocated for adjoints;
+* `ad.zero_like`/`ad.zero_cell` ops left (zero-filled buffers) and their bytes
+  (elements x element size, summed), a proxy for the bytes allocated for adjoints;
+* bytes allocated per step, from the arena of the compiled step: requested by all
+  allocations, and the footprint (what the step took from the arena's chunks,
+  after buffer reuse);
 * median ms per training step (the variants take their steps in turn), and the loss after the last step (all variants
   start from the same weights and see the same batches).
 
@@ -107,7 +112,7 @@ def static_counts(module: Any) -> dict[str, int]:
             fused_inner += 1
             continue
         ops[dialect] += 1
-        if op.name == "ad.zero_like":
+        if op.name in ("ad.zero_like", "ad.zero_cell"):
             zero_like += 1
             zero_bytes += sum(_bytes(r.type) for r in op.results)
     return {
@@ -126,7 +131,9 @@ class Variant:
     """One pipeline variant: its static counts, its compiled step and its own state
     (every variant starts from the same weights and sees the same batches)."""
 
-    def __init__(self, model: Any, config: Any, pipeline: str, steps: int):
+    def __init__(self, model: Any, config: Any, pipeline: str, steps: int, reuse: bool = True):
+        import os
+
         import lanterna as ln
         from lanterna.passes import run_pipeline
 
@@ -140,9 +147,12 @@ class Variant:
         module = self.jitted.lower(self.state, self.batches[0]).module
         run_pipeline(module, pipeline)
         self.row: dict[str, Any] = static_counts(module)
+        # Buffer reuse is decided when the step is compiled (its first call).
+        os.environ["LANTERNA_CPU_REUSE"] = "1" if reuse else "0"
         start = time.perf_counter()
         self.step(0)
         self.row["cold_s"] = time.perf_counter() - start
+        os.environ.pop("LANTERNA_CPU_REUSE")
         self.times: list[float] = []
 
     def step(self, i: int) -> None:
@@ -156,7 +166,14 @@ class Variant:
 
     def result(self) -> dict[str, Any]:
         ms = 1e3 * statistics.median(self.times) if self.times else None
-        return {**self.row, "median_ms": ms, "final_loss": self.loss}
+        stats = self.jitted.memory_stats()
+        return {
+            **self.row,
+            "requested_bytes": stats["requested"],
+            "footprint_bytes": stats["fresh"],
+            "median_ms": ms,
+            "final_loss": self.loss,
+        }
 
 
 # --- report -------------------------------------------------------------------------------
@@ -171,10 +188,11 @@ def _ratio(value: float | None, base: float | None) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     base = rows[0]
     head = (
-        "| variant | ln ops | ad ops | cont ops | total (vs default) | zero_like "
-        "| zero_like KiB (vs default) | ms/step (vs default) | final loss |"
+        "| variant | ln ops | ad ops | cont ops | total (vs default) | zero-filled "
+        "| zero-filled KiB (vs default) | KiB allocated/step (vs default) "
+        "| footprint KiB (vs default) | ms/step (vs default) | final loss |"
     )
-    lines = [head, "|" + "---|" * 9]
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         ms = r["median_ms"]
         lines.append(
@@ -182,6 +200,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {r['total_ops']} ({_ratio(r['total_ops'], base['total_ops'])}) "
             f"| {r['zero_like']} "
             f"| {r['zero_like_bytes'] / 1024:.1f} ({_ratio(r['zero_like_bytes'], base['zero_like_bytes'])}) "
+            f"| {r['requested_bytes'] / 1024:.1f} ({_ratio(r['requested_bytes'], base['requested_bytes'])}) "
+            f"| {r['footprint_bytes'] / 1024:.1f} ({_ratio(r['footprint_bytes'], base['footprint_bytes'])}) "
             f"| {'-' if ms is None else f'{ms:.3f}'} ({_ratio(ms, base['median_ms'])}) "
             f"| {r['final_loss']:.4f} |"
         )
@@ -211,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         (label, pipeline, Variant(model, config, pipeline, steps))
         for label, pipeline in variants(CpuBackend.default_pipeline)
     ]
+    default = CpuBackend.default_pipeline
+    built.append(("-buffer-reuse", default, Variant(model, config, default, steps, reuse=False)))
     # Round-robin over the variants, one step each, so drift in the machine's speed
     # falls on all of them alike.
     for i in range(1, steps + 1):
@@ -238,8 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         "# Optional passes of the cpu pipeline on the LSTM training step\n\n"
         f"Model size: {size}. Median of {steps} steps per variant (taken round-robin over\nthe variants), after a cold (compile) call.\n"
         "Each variant is the default pipeline with one optional pass removed; op counts are\n"
-        "taken after the pipeline (ops inside `ln.fused` bodies not counted); `zero_like` is\n"
-        "the number of `ad.zero_like` ops left and their bytes, a proxy for adjoint buffers.\n"
+        "taken after the pipeline (ops inside `ln.fused` bodies not counted); zero-filled is\n"
+        "the number of `ad.zero_like`/`ad.zero_cell` ops left and their bytes. Allocated/step\n"
+        "is what one step's allocations requested from the arena; footprint is what the step\n"
+        "took from the arena's chunks after buffer reuse. `-buffer-reuse` is the default\n"
+        "pipeline compiled with the arena's buffer reuse off.\n"
         "Ratios are to the default pipeline, within this run.\n\n"
         f"Default pipeline: `{CpuBackend.default_pipeline}`\n\n" + text + "\n"
     )

@@ -122,11 +122,20 @@ class CompiledFunction:
         self._call(self.handle, arrays, results)
         return tuple(results)
 
+    def arena_stats(self) -> dict[str, int]:
+        """Bytes the last finished call asked of its arena: `requested` by all its
+        allocations, `reused` of those served by buffers released earlier in the
+        call, `fresh` (its footprint: what the call needed at most at once, to
+        alignment) and `held` (the arena's chunks, kept between calls)."""
+        return dict(self.handle.arena_stats())
+
 
 class CpuBackend:
     """Compiles modules to C++ with g++ and runs them through the pybind11 bridge."""
 
-    default_pipeline = "lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
+    default_pipeline = (
+        "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
+    )
 
     def compile(
         self,

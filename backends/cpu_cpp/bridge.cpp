@@ -28,6 +28,7 @@ namespace py = pybind11;
 namespace {
 
 using EntryFn = int (*)(void* const*, void* const*, char*, size_t);
+using StatsFn = void (*)(uint64_t*);
 
 constexpr size_t kErrLen = 4096;
 
@@ -66,6 +67,8 @@ class Module {
                             " has no 'lanterna_entry' symbol (was it declared extern \"C\"?)");
     }
     entry_ = reinterpret_cast<EntryFn>(sym);
+    stats_ = reinterpret_cast<StatsFn>(dlsym(handle_, "lanterna_arena_stats"));
+    dlerror();
   }
 
   ~Module() {
@@ -92,6 +95,18 @@ class Module {
     py::object exc = py::module_::import("lanterna.errors").attr(cls);
     PyErr_SetString(exc.ptr(), message.c_str());
     throw py::error_already_set();
+  }
+
+  // The arena statistics of the module's last finished call, in bytes.
+  py::dict arena_stats() const {
+    uint64_t v[4] = {0, 0, 0, 0};
+    if (stats_ != nullptr) stats_(v);
+    py::dict d;
+    d["requested"] = v[0];
+    d["reused"] = v[1];
+    d["fresh"] = v[2];
+    d["held"] = v[3];
+    return d;
   }
 
   const std::string& path() const { return path_; }
@@ -148,6 +163,7 @@ class Module {
   std::vector<ArraySpec> outputs_;
   void* handle_ = nullptr;
   EntryFn entry_ = nullptr;
+  StatsFn stats_ = nullptr;
 };
 
 std::vector<ArraySpec> to_specs(const py::iterable& specs) {
@@ -170,6 +186,10 @@ PYBIND11_MODULE(_lanterna_bridge, m) {
       .def_property_readonly("path", &Module::path)
       .def_property_readonly("num_inputs", &Module::num_inputs)
       .def_property_readonly("num_outputs", &Module::num_outputs)
+      .def("arena_stats", &Module::arena_stats,
+           "Bytes the last finished call asked of its arena: requested, reused (served by "
+           "buffers released earlier in the call), fresh (its footprint) and held (by the "
+           "arena's chunks).")
       .def("__repr__",
            [](const Module& mod) { return "<lanterna generated module " + mod.path() + ">"; });
 

@@ -24,6 +24,7 @@ an `!ad.cell` is a `T*` (mutated in place by `ad.accum`), a closure is a
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,7 +45,7 @@ from xdsl.dialects.builtin import (
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.traits import IsTerminator
 
-from lanterna.ir import ad, cont
+from lanterna.ir import ad, cont, ln
 from lanterna.ir.types import to_numpy_dtype
 
 Lowering = Callable[["CEmitter", Operation], None]
@@ -104,6 +105,71 @@ class CEmitter:
         self.taken: set[str] = set()
         self.global_names: set[str] = set(_CPP_KEYWORDS) | set(LOOP_VARS)
         self.fn_names = {name: self._global_name("fn_" + _sanitize(name)) for name in self.funcs}
+        # Buffer reuse: values whose buffer their op allocated, and values that
+        # are another value's buffer under a new name.
+        self.reuse = os.environ.get("LANTERNA_CPU_REUSE", "1") != "0"
+        self.owned: set[SSAValue] = set()
+        self.aliased_by: dict[SSAValue, list[SSAValue]] = {}
+
+    # --- buffers ----------------------------------------------------------------------------
+
+    def owns(self, v: SSAValue) -> None:
+        """`v`'s buffer was allocated by its op, for it alone."""
+        self.owned.add(v)
+
+    def aliases(self, v: SSAValue, src: SSAValue) -> None:
+        """`v` is `src`'s buffer (a reshape): `src` lives as long as `v` does."""
+        self.aliased_by.setdefault(src, []).append(v)
+
+    def release_after_last_use(self, block: Block, marks: list[tuple[Operation, int]]) -> None:
+        """Insert `lanterna::release` of each buffer the block's ops allocated, after
+        the op of this block holding its last use, when nothing can see the buffer
+        later: no use passes it on (a yield, a return, a call, a closure capture, a
+        loop's initial value, a stack) and every use is in this block or in regions
+        of its ops. The arena then hands the buffer to the next request of its size."""
+        position = {op: i for i, (op, _) in enumerate(marks)}
+        releases: dict[int, list[SSAValue]] = {}
+        for i, (op, _) in enumerate(marks):
+            for r in op.results:
+                if r not in self.owned:
+                    continue
+                last = self._last_use(r, block, position, i)
+                if last is not None:
+                    releases.setdefault(last, []).append(r)
+        indent = "    " * self.depth
+        for i in sorted(releases, reverse=True):
+            at = marks[i][1]
+            lines = [
+                f"{indent}lanterna::release({self.names[r]}, {_buffer_bytes(r.type)});"
+                for r in releases[i]
+            ]
+            self.lines[at:at] = lines
+
+    def _last_use(
+        self, v: SSAValue, block: Block, position: dict[Operation, int], start: int
+    ) -> int | None:
+        last = start
+        family, seen = [v], {v}
+        while family:
+            value = family.pop()
+            for alias in self.aliased_by.get(value, []):
+                if alias not in seen:
+                    seen.add(alias)
+                    family.append(alias)
+            for use in value.uses:
+                user = use.operation
+                if user.has_trait(IsTerminator) or isinstance(user, _PASSES_ON):
+                    return None
+                while user.parent_block() is not block:
+                    parent = user.parent_op()
+                    if parent is None or isinstance(parent, cont.LambdaOp):
+                        return None
+                    user = parent
+                at = position.get(user)
+                if at is None:
+                    return None
+                last = max(last, at)
+        return last
 
     # --- names ------------------------------------------------------------------------------
 
@@ -168,6 +234,8 @@ class CEmitter:
         if isinstance(t, ad.CellType):
             assert isinstance(t.elem, TensorType)
             return f"{self.scalar_type(t.elem.element_type)}*"
+        if isinstance(t, ad.StackType):
+            return f"lanterna::Stack<{self.ctype(t.elem)}>"
         if isinstance(t, cont.ClosureType):
             params = ", ".join(self.ctype(a) for a in t.inputs.data)
             return f"std::function<{self.results_type(list(t.outputs.data))}({params})>"
@@ -233,12 +301,16 @@ class CEmitter:
 
     def emit_block(self, block: Block, on_exit: Callable[[Operation], None]) -> None:
         """Emit a block's ops; its terminator is handed to `on_exit`."""
+        marks: list[tuple[Operation, int]] = []
         for op in block.ops:
             if op is block.last_op and op.has_trait(IsTerminator):
+                if self.reuse:
+                    self.release_after_last_use(block, marks)
                 self.line("// " + self.describe(op))
                 on_exit(op)
             else:
                 self.emit_op(op)
+                marks.append((op, len(self.lines)))
 
     def bind_args(self, args: Sequence[SSAValue], sources: Sequence[str]) -> None:
         """Declare block arguments as copies of `sources` (skipping unused ones)."""
@@ -347,6 +419,9 @@ class CEmitter:
         ft = self.funcs[entry].function_type
         ins, outs = list(ft.inputs.data), list(ft.outputs.data)
         self.taken = set()
+        # This module's own record of its last call (generated modules share the arena).
+        self.line("static lanterna::ArenaStats arena_stats_;")
+        self.line()
         self.line(
             'extern "C" int lanterna_entry(void* const* inputs, void* const* outputs, '
             "char* err, size_t errlen) {"
@@ -381,8 +456,32 @@ class CEmitter:
                     staged.append((name, n))
                 for i, (name, n) in enumerate(staged):
                     self.line(f"lanterna::store(outputs[{i}], {name}, {n});")
+            self.line("arena_stats_ = lanterna::arena().stats();")
         self.depth -= 1
         self.line("}")
+        self.line()
+        self.line('extern "C" void lanterna_arena_stats(uint64_t* out) {')
+        self.line("    const lanterna::ArenaStats& s = arena_stats_;")
+        self.line("    out[0] = s.requested; out[1] = s.reused; out[2] = s.fresh; out[3] = s.held;")
+        self.line("}")
+
+
+# Ops that hand an operand's buffer on to something that outlives them.
+_PASSES_ON = (
+    func.CallOp,
+    cont.ApplyOp,
+    cont.LambdaOp,
+    scf.ForOp,
+    scf.WhileOp,
+    ad.PushOp,
+    builtin.UnrealizedConversionCastOp,
+)
+
+
+def _buffer_bytes(t: Attribute) -> int:
+    if isinstance(t, ad.CellType):
+        t = t.elem
+    return _nbytes(t)
 
 
 def _numel(t: Attribute) -> int:
@@ -454,6 +553,17 @@ def _if(em: CEmitter, op: Operation) -> None:
         em.line("}")
 
 
+def _inline(em: CEmitter, op: Operation) -> None:
+    """A region run once in place (`ln.checkpoint` outside differentiation)."""
+    targets: list[str | None] = []
+    for r in op.results:
+        name = em.define(r)
+        em.line(f"{em.ctype(r.type)} {name}{{}};")
+        targets.append(name if r.uses else None)
+    with em.scope("{"):
+        em.emit_block(op.regions[0].block, lambda term: em.assign(targets, list(term.operands)))
+
+
 def _for(em: CEmitter, op: Operation) -> None:
     assert isinstance(op, scf.ForOp)
     carried = []
@@ -510,6 +620,7 @@ STRUCTURAL_OPS: dict[type[Operation], Lowering] = {
     cont.ApplyOp: _apply,
     cont.LambdaOp: _lambda,
     scf.IfOp: _if,
+    ln.CheckpointOp: _inline,
     scf.ForOp: _for,
     scf.WhileOp: _while,
     builtin.UnrealizedConversionCastOp: _unrealized_cast,

@@ -20,7 +20,7 @@ from xdsl.dialects.builtin import (
     StringAttr,
     TensorType,
 )
-from xdsl.ir import Attribute, Operation, SSAValue
+from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from lanterna.backends.cpu_cpp.emitter import CEmitter, Lowering
 from lanterna.ir import ad, ln
@@ -90,12 +90,14 @@ def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
     n = numel(r)
     name = em.define(r)
     em.line(f"{c}* {name} = lanterna::alloc<{c}>({n});")
+    em.owns(r)
     return name, c, n
 
 
 def alias(em: CEmitter, op: Operation, src: SSAValue) -> None:
     r = op.results[0]
     em.line(f"{em.ctype(r.type)} {em.define(r)} = {em.ref(src)};")
+    em.aliases(r, src)
 
 
 def arr(values: Sequence[int]) -> str:
@@ -227,6 +229,7 @@ def _fill(em: CEmitter, op: Operation) -> None:
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::filled<{c}>({numel(r)}, {fill_literal(em, op)});")
+    em.owns(r)
 
 
 # --- fused elementwise ----------------------------------------------------------------------
@@ -333,6 +336,8 @@ def _reduce(em: CEmitter, op: Operation) -> None:
         dst = out_name if k == len(runs) - 1 else em.fresh(f"{out_name}_part")
         em.line(f"{c}* {dst} = lanterna::alloc<{c}>({outer * inner});")
         em.line(f"lanterna::{kernel}({src}, {dst}, {outer}, {extent}, {inner});")
+        if dst == out_name:
+            em.owns(op.results[0])
         src = dst
     if isinstance(op, ln.MeanOp):
         count = math.prod(shape(x)[a] for a in axes)
@@ -554,6 +559,21 @@ def _zero_like(em: CEmitter, op: Operation) -> None:
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::zeros<{c}>({numel(r)});")
+    em.owns(r)
+
+
+def _new_stack(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    em.line(f"{em.ctype(r.type)} {em.define(r)} = lanterna::new_stack<{em.ctype(r.type.elem)}>();")
+
+
+def _push(em: CEmitter, op: Operation) -> None:
+    em.line(f"{em.ref(op.operands[0])}->push_back({em.ref(op.operands[1])});")
+
+
+def _pop(em: CEmitter, op: Operation) -> None:
+    r = op.results[0]
+    em.line(f"{em.ctype(r.type)} {em.define(r)} = lanterna::pop({em.ref(op.operands[0])});")
 
 
 def _accum(em: CEmitter, op: Operation) -> None:
@@ -566,11 +586,38 @@ def _accum(em: CEmitter, op: Operation) -> None:
     )
 
 
+def _final_load(op: Operation) -> bool:
+    """Whether nothing touches the cell after this load: it is defined in the
+    load's block (so no later loop iteration comes back to it) and every other
+    use comes earlier in that block."""
+    cell = op.operands[0]
+    block = op.parent_block()
+    home = cell.owner if isinstance(cell.owner, Block) else cell.owner.parent_block()
+    if block is None or home is not block:
+        return False
+    for use in cell.uses:
+        user = use.operation
+        if user is op:
+            continue
+        while user.parent_block() is not block:
+            user = user.parent_op()
+            if user is None:
+                return False
+        if block.get_operation_index(user) > block.get_operation_index(op):
+            return False
+    return True
+
+
 def _load(em: CEmitter, op: Operation) -> None:
+    if _final_load(op):
+        # The cell's last use: its buffer becomes the value, no copy.
+        alias(em, op, op.operands[0])
+        return
     # A snapshot: later accumulations must not change the loaded value.
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"const {c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
+    em.owns(r)
 
 
 def _cell_from(em: CEmitter, op: Operation) -> None:
@@ -578,6 +625,7 @@ def _cell_from(em: CEmitter, op: Operation) -> None:
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
+    em.owns(r)
 
 
 # --- arith ----------------------------------------------------------------------------------
@@ -739,4 +787,8 @@ CPU_OPS: dict[type[Operation], Lowering] = {
     **AD_TABLE,
     **ARITH_OPS,
     ad.CellFromOp: _cell_from,
+    ad.ZeroCellOp: _zero_like,  # a zero buffer either way
+    ad.StackOp: _new_stack,
+    ad.PushOp: _push,
+    ad.PopOp: _pop,
 }

@@ -192,7 +192,17 @@ class Jitted:
         traced = self._get(call)
         if traced.executable is None:
             traced.executable = self._compile(traced)
+        self._last = traced
         return traced.outputs(traced.executable(*call.arrays))
+
+    def memory_stats(self) -> dict[str, int]:
+        """Bytes the last call asked of the backend's memory (cpu: its arena):
+        `requested` by all allocations, `reused` of those served by buffers freed
+        earlier in the call, `fresh` (the call's footprint) and `held` (kept by
+        the arena between calls). Empty on backends that do not measure."""
+        last = getattr(self, "_last", None)
+        stats = getattr(getattr(last, "executable", None), "arena_stats", None)
+        return stats() if stats is not None else {}
 
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The traced IR for these arguments (before any pass runs)."""

@@ -11,11 +11,13 @@ from pathlib import Path
 SCRIPT = Path(__file__).parents[2] / "benchmarks" / "bench_passes.py"
 VARIANTS = {
     "default",
+    "-reverse-loops",
     "-elide-zero-adjoints",
     "-canonicalize",
     "-cse",
     "-dce",
     "-fuse-elementwise",
+    "-buffer-reuse",
 }
 
 
@@ -37,6 +39,15 @@ def test_bench_passes_quick(tmp_path):
         assert row["ln_ops"] > 0 and row["total_ops"] > 0
         assert row["total_ops"] == row["ln_ops"] + row["ad_ops"] + row["cont_ops"]
         assert row["zero_like"] >= 0 and row["zero_like_bytes"] >= 0
+        assert 0 < row["footprint_bytes"] <= row["requested_bytes"]
     # Removing a pass never leaves fewer zero-filled buffers than the full pipeline.
     assert rows["-elide-zero-adjoints"]["zero_like"] >= rows["default"]["zero_like"]
+    # Without reuse every request takes fresh memory; with it, less.
+    off = rows["-buffer-reuse"]
+    assert off["footprint_bytes"] == off["requested_bytes"] == rows["default"]["requested_bytes"]
+    assert rows["default"]["footprint_bytes"] < off["footprint_bytes"]
+    # Without reverse-loops the time loop is a recursive closure again.
+    assert rows["-reverse-loops"]["cont_ops"] > 0 and rows["default"]["cont_ops"] == 0
+    losses = [r["final_loss"] for r in rows.values()]
+    assert max(losses) - min(losses) <= 1e-5 * abs(losses[0])  # float32, ops reordered
     assert (tmp_path / "passes.md").read_text().startswith("# ")

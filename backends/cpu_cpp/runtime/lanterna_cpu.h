@@ -62,9 +62,22 @@ struct RuntimeError : std::runtime_error {
 
 // --- the arena --------------------------------------------------------------------------
 
-// A bump allocator for one call's intermediates. It grows by chunks and never
-// moves a block; `reset` (at the start of each call) keeps one chunk large
-// enough for the previous call's total, so steady state allocates nothing.
+// What one call asked of its arena, in bytes: `requested` by every allocation,
+// `reused` of that served by buffers released earlier in the call, `fresh`
+// taken from the chunks (the call's footprint), `held` by the chunks.
+struct ArenaStats {
+    uint64_t requested = 0;
+    uint64_t reused = 0;
+    uint64_t fresh = 0;
+    uint64_t held = 0;
+};
+
+// A bump allocator for one call's intermediates, with reuse: generated code
+// releases a buffer after its last use (backends/cpu_cpp/emitter.py decides
+// when that is safe) and the next request of the same size takes it back.
+// It grows by chunks and never moves a block; `reset` (at the start of each
+// call) keeps one chunk large enough for the previous call's footprint, so
+// steady state allocates nothing.
 class Arena {
   public:
     static constexpr size_t kAlign = 64;
@@ -72,33 +85,73 @@ class Arena {
     Arena() = default;
     Arena(const Arena&) = delete;
     Arena& operator=(const Arena&) = delete;
-    ~Arena() { release(); }
+    ~Arena() { release_chunks(); }
+
+    static size_t rounded(size_t bytes) {
+        bytes = (bytes + kAlign - 1) / kAlign * kAlign;
+        return bytes == 0 ? kAlign : bytes;
+    }
 
     void* allocate(size_t bytes) {
-        bytes = (bytes + kAlign - 1) / kAlign * kAlign;
-        if (bytes == 0) bytes = kAlign;
+        bytes = rounded(bytes);
+        stats_.requested += bytes;
+        for (FreeList& f : free_) {
+            if (f.bytes == bytes && !f.blocks.empty()) {
+                void* p = f.blocks.back();
+                f.blocks.pop_back();
+                stats_.reused += bytes;
+                return p;
+            }
+        }
         if (chunks_.empty() || used_ + bytes > chunks_.back().size) grow(bytes);
         Chunk& c = chunks_.back();
         void* p = c.data + used_;
         used_ += bytes;
-        total_ += bytes;
+        stats_.fresh += bytes;
         return p;
+    }
+
+    // Gives a buffer of `bytes` back for reuse within this call.
+    void release(const void* p, size_t bytes) {
+        bytes = rounded(bytes);
+        void* q = const_cast<void*>(p);
+#ifdef LANTERNA_POISON_RELEASED
+        std::memset(q, 0xff, bytes);  // NaN for floats: a use after release shows in tests
+#endif
+        for (FreeList& f : free_) {
+            if (f.bytes == bytes) {
+                f.blocks.push_back(q);
+                return;
+            }
+        }
+        free_.push_back({bytes, {q}});
     }
 
     void reset() {
         if (chunks_.size() > 1) {
-            size_t want = std::max(total_, chunks_.back().size);
-            release();
+            size_t want = std::max<size_t>(stats_.fresh, chunks_.back().size);
+            release_chunks();
             grow(want);
         }
         used_ = 0;
-        total_ = 0;
+        stats_ = ArenaStats{};
+        for (FreeList& f : free_) f.blocks.clear();
+    }
+
+    ArenaStats stats() const {
+        ArenaStats s = stats_;
+        for (const Chunk& c : chunks_) s.held += c.size;
+        return s;
     }
 
   private:
     struct Chunk {
         char* data;
         size_t size;
+    };
+    struct FreeList {
+        size_t bytes;
+        std::vector<void*> blocks;
     };
 
     void grow(size_t bytes) {
@@ -108,15 +161,16 @@ class Arena {
         used_ = 0;
     }
 
-    void release() {
+    void release_chunks() {
         for (Chunk& c : chunks_) ::operator delete(c.data, std::align_val_t(kAlign));
         chunks_.clear();
         used_ = 0;
     }
 
     std::vector<Chunk> chunks_;
+    std::vector<FreeList> free_;
     size_t used_ = 0;
-    size_t total_ = 0;
+    ArenaStats stats_;
 };
 
 // One arena per thread, reused across calls of every generated module loaded
@@ -130,6 +184,8 @@ template <class T>
 inline T* alloc(int64_t n) {
     return static_cast<T*>(arena().allocate(sizeof(T) * static_cast<size_t>(n)));
 }
+
+inline void release(const void* p, size_t bytes) { arena().release(p, bytes); }
 
 template <class T>
 inline T* zeros(int64_t n) {
@@ -150,6 +206,26 @@ inline T* filled(int64_t n, T value) {
     T* p = alloc<T>(n);
     for (int64_t i = 0; i < n; ++i) p[i] = value;
     return p;
+}
+
+// --- stacks -----------------------------------------------------------------------------
+
+// `!ad.stack<T>`: what a backward loop needs from its forward loop. Shared, so
+// closures that capture a stack see the same one.
+template <class T>
+using Stack = std::shared_ptr<std::vector<T>>;
+
+template <class T>
+inline Stack<T> new_stack() {
+    return std::make_shared<std::vector<T>>();
+}
+
+template <class T>
+inline T pop(const Stack<T>& s) {
+    if (s->empty()) throw RuntimeError("'ad.pop' of an empty stack");
+    T v = std::move(s->back());
+    s->pop_back();
+    return v;
 }
 
 // --- the entry point --------------------------------------------------------------------
