@@ -2,39 +2,61 @@
 through lanterna and through the peers (benchmarks/peers), side by side in one run.
 
     python benchmarks/run.py [--model rnn|lstm|treelstm|cnn|all] [--quick] [--steps N]
-                             [--threads 1|default] [--out benchmarks/results]
+                             [--threads 1|default|both] [--process row|shared]
+                             [--framework NAME ...] [--out benchmarks/results]
+    python benchmarks/run.py --row MODEL:SIZE:FRAMEWORK [--row ...] [--json-out FILE]
 
-For every model, batch size and framework it times `steps` training steps from
-the same initial weights (lanterna's init, converted) on the same batches and
+For every model, size and framework it times `steps` training steps from the
+same initial weights (lanterna's init, converted) on the same batches and
 reports the median time per step, the ratio to PyTorch eager, the first call
-(trace + compile + run: "cold"), the growth of the process's peak RSS
-(`resource.getrusage` maxrss; 0 when the row stayed under an earlier peak) and
-the loss after the last step. Losses are compared with lanterna cpu's: the
-largest relative difference is reported per model. The CNN's dropout masks
-cannot be shared between frameworks, so its agreement run has dropout off.
+(trace + compile + run: "cold"), peak memory and the loss after the last step.
+Losses are compared with lanterna cpu's: the largest relative difference is
+reported per model. The CNN's dropout masks cannot be shared between
+frameworks, so its agreement run has dropout off.
+
+Processes. With `--process row` (the default, except with `--quick`) every row
+runs in a process of its own (this script with `--row`), so its peak RSS
+(`getrusage` maxrss) is its own: the table gives that peak and how much of it
+came after the imports and the data, i.e. what building and training the model
+added. With `--process shared` all rows of a thread setting share one process
+and the memory columns are that process's peak so far and its growth during
+the row (0 when an earlier row had reached higher). Timings come from the same
+process either way.
+
+Threads. `--threads 1` runs each benchmark process on one core: the process
+restarts itself pinned to one core (`sched_setaffinity`, inherited by every
+thread it starts: OpenBLAS's, torch's, XLA's, which no flag limits) with
+OMP/OpenBLAS/MKL threads set to 1. `--threads default` leaves both alone;
+`--threads both` runs the plan twice and reports both.
 
 Peers are optional (`pip install -e .[bench]`): a missing one is a row saying
-"not installed". `--quick` runs tiny sizes for 3 steps (what CI runs).
-Writes `results.json`, `results.md` and, with matplotlib, one PNG per model.
-Timings are compared within one run only; pin to one core with `taskset -c 0`.
+"not installed". DyNet is not in the extra, as it builds from source with Eigen
+and a build environment that a plain `pip install` does not set: see
+benchmarks/peers/dynet_models.py for the recipe. `--quick` runs tiny sizes for
+3 steps in one process (what CI runs). Writes `results.json` (keyed by thread
+setting), `results.md` (a section per thread setting) and, with matplotlib, one
+PNG per model. Timings are compared within one run only.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,8 +70,10 @@ PACKAGES = {
     "lanterna_benchmark_models": HERE / "models",
     "lanterna_benchmark_peers": HERE / "peers",
 }
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 Step = Callable[[dict[str, Any]], float]
+Prepare = Callable[[str], Any]
 
 
 def load(package: str, name: str) -> ModuleType:
@@ -83,9 +107,13 @@ def _peer(module: str, requires: str) -> ModuleType:
     return load("lanterna_benchmark_peers", module)
 
 
-def lanterna_step(backend: str) -> Callable[..., Step]:
-    def build(name: str, model: ModuleType, config: Any, state: Any) -> Step:
-        jitted = model.make_step(config, backend)
+class LanternaBuilder:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    def build(self, name: str, config: Any, state: Any) -> Step:
+        model = load("lanterna_benchmark_models", name)
+        jitted = model.make_step(config, self.backend)
         held = [state]
 
         def step(batch: dict[str, Any]) -> float:
@@ -94,42 +122,67 @@ def lanterna_step(backend: str) -> Callable[..., Step]:
 
         return step
 
-    return build
+
+def lanterna(backend: str) -> Prepare:
+    def prepare(name: str) -> LanternaBuilder:
+        if backend == "cpu":
+            from lanterna.backends.cpu_cpp.driver import load_bridge
+
+            load_bridge()  # built beforehand (see compile_caches); loading it is not "cold"
+        return LanternaBuilder(backend)
+
+    return prepare
 
 
-def torch_step(compile: bool) -> Callable[..., Step]:
-    def build(name: str, model: ModuleType, config: Any, state: Any) -> Step:
-        peer = _peer("torch_models", "torch")
+class TorchBuilder:
+    def __init__(self, peer: ModuleType, compile: bool) -> None:
+        self.peer, self.compile = peer, compile
+
+    def build(self, name: str, config: Any, state: Any) -> Step:
+        return self.peer.build(name, config, state, compile=self.compile)
+
+
+def torch(compile: bool) -> Prepare:
+    def prepare(name: str) -> TorchBuilder:
         if compile and name == "treelstm":
             raise NotApplicable("a new graph per tree shape")
-        return peer.build(name, config, state, compile=compile)
+        return TorchBuilder(_peer("torch_models", "torch"), compile)
 
-    return build
-
-
-def jax_step(name: str, model: ModuleType, config: Any, state: Any) -> Step:
-    return _peer("jax_models", "jax").build(name, config, state)
+    return prepare
 
 
-def numpy_step(name: str, model: ModuleType, config: Any, state: Any) -> Step:
+def jax_prepare(name: str) -> ModuleType:
+    return _peer("jax_models", "jax")
+
+
+def numpy_prepare(name: str) -> ModuleType:
     if name != "rnn":
         raise NotApplicable("hand-written for the RNN only")
-    return load("lanterna_benchmark_peers", "numpy_rnn").build(name, config, state)
+    return load("lanterna_benchmark_peers", "numpy_rnn")
 
 
-FRAMEWORKS: dict[str, Callable[..., Step]] = {
-    "lanterna cpu": lanterna_step("cpu"),
-    "lanterna interp": lanterna_step("interp"),
-    "pytorch eager": torch_step(compile=False),
-    "torch.compile": torch_step(compile=True),
-    "jax jit": jax_step,
-    "numpy": numpy_step,
+def dynet_prepare(name: str) -> ModuleType:
+    return _peer("dynet_models", "dynet")
+
+
+# Each framework's `prepare(model name)` imports what its rows need (so a row's memory
+# baseline includes it) and returns what builds the step, or raises NotInstalled or
+# NotApplicable. The builder's `build(name, config, state)` makes the step; its
+# `note(name)`, where it has one, says what the row does differently.
+FRAMEWORKS: dict[str, Prepare] = {
+    "lanterna cpu": lanterna("cpu"),
+    "lanterna interp": lanterna("interp"),
+    "pytorch eager": torch(compile=False),
+    "torch.compile": torch(compile=True),
+    "jax jit": jax_prepare,
+    "numpy": numpy_prepare,
+    "dynet": dynet_prepare,
 }
 REFERENCE, BASELINE = "lanterna cpu", "pytorch eager"
 AGREE_RTOL = 1e-3
 
 
-# --- sizes --------------------------------------------------------------------------------
+# --- sizes and rows -----------------------------------------------------------------------
 
 
 def configs(name: str, model: ModuleType, quick: bool) -> list[tuple[str, Any]]:
@@ -148,7 +201,61 @@ def runs_interp(quick: bool, name: str, label: str) -> bool:
     return quick or (name in ("rnn", "lstm") and label == "batch 1")
 
 
-# --- measuring ----------------------------------------------------------------------------
+DROPOUT_OFF = ", dropout off"
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row to run: `MODEL:SIZE:FRAMEWORK` on the command line. A size ending in
+    ", dropout off" is the CNN's agreement run: compared, not shown."""
+
+    model: str
+    size: str
+    framework: str
+
+    @classmethod
+    def parse(cls, text: str) -> RowSpec:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected MODEL:SIZE:FRAMEWORK")
+        spec = cls(*parts)
+        if spec.model not in MODELS:
+            raise argparse.ArgumentTypeError(f"{text!r}: model is one of {', '.join(MODELS)}")
+        if spec.framework not in FRAMEWORKS:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: framework is one of {', '.join(FRAMEWORKS)}"
+            )
+        return spec
+
+    def __str__(self) -> str:
+        return f"{self.model}:{self.size}:{self.framework}"
+
+    def config(self, quick: bool) -> tuple[ModuleType, Any]:
+        model = load("lanterna_benchmark_models", self.model)
+        base = self.size.removesuffix(DROPOUT_OFF)
+        sizes = dict(configs(self.model, model, quick))
+        if base not in sizes:
+            mode = "with" if quick else "without"
+            raise SystemExit(f"{self}: {mode} --quick the sizes of {self.model} are {list(sizes)}")
+        config = sizes[base]
+        return model, replace(config, dropout=0.0) if base != self.size else config
+
+
+def plan(names: tuple[str, ...], quick: bool, frameworks: list[str]) -> list[RowSpec]:
+    specs = []
+    for name in names:
+        model = load("lanterna_benchmark_models", name)
+        labels = [label for label, _ in configs(name, model, quick)]
+        if name == "cnn":  # dropout masks differ between frameworks: compare without dropout
+            labels.append(labels[-1] + DROPOUT_OFF)
+        for label in labels:
+            for fw in frameworks:
+                if fw != "lanterna interp" or runs_interp(quick, name, label.split(",")[0]):
+                    specs.append(RowSpec(name, label, fw))
+    return specs
+
+
+# --- measuring (in the benchmark process) -------------------------------------------------
 
 
 @dataclass
@@ -159,9 +266,13 @@ class Row:
     status: str = "ok"
     median_ms: float | None = None
     cold_s: float | None = None
+    # maxrss before the step is built (interpreter, imports, data) and after the last step
+    setup_rss_mb: float | None = None
     peak_rss_mb: float | None = None
     final_loss: float | None = None
     ratio_to_eager: float | None = None
+    note: str = ""
+    losses: list[float] = field(default_factory=list)
 
 
 def maxrss_mb() -> float:
@@ -169,36 +280,37 @@ def maxrss_mb() -> float:
     return kb / 1024.0
 
 
-def measure(
-    name: str, model: ModuleType, config: Any, framework: str, steps: int
-) -> tuple[Row, list[float]]:
+def measure(spec: RowSpec, quick: bool, steps: int) -> Row:
     """Times `steps` steps after the first (cold) one; all frameworks see the same
     initial state and batches (both made from seed 0)."""
+    model, config = spec.config(quick)
+    row = Row(spec.model, spec.size, spec.framework)
+    try:
+        builder = FRAMEWORKS[spec.framework](spec.model)
+    except NotInstalled as e:
+        row.status = f"not installed ({e})"
+        return row
+    except NotApplicable as e:
+        row.status = f"n/a ({e})"
+        return row
     rng = np.random.default_rng(0)
     state = model.init(rng, config)
     batches = list(_take(model.batches(rng, config), steps + 1))
-    row = Row(name, "", framework)
-    rss0 = maxrss_mb()
-    try:
-        step = FRAMEWORKS[framework](name, model, config, state)
-        start = time.perf_counter()
-        losses = [step(batches[0])]
-        row.cold_s = time.perf_counter() - start
-    except NotInstalled as e:
-        row.status = f"not installed ({e})"
-        return row, []
-    except NotApplicable as e:
-        row.status = f"n/a ({e})"
-        return row, []
+    row.setup_rss_mb = maxrss_mb()
+    row.note = builder.note(spec.model) if hasattr(builder, "note") else ""
+    step = builder.build(spec.model, config, state)
+    start = time.perf_counter()
+    row.losses = [step(batches[0])]
+    row.cold_s = time.perf_counter() - start
     times = []
     for batch in batches[1:]:
         start = time.perf_counter()
-        losses.append(step(batch))
+        row.losses.append(step(batch))
         times.append(time.perf_counter() - start)
     row.median_ms = 1e3 * statistics.median(times) if times else None
-    row.peak_rss_mb = maxrss_mb() - rss0
-    row.final_loss = losses[-1]
-    return row, losses
+    row.peak_rss_mb = maxrss_mb()
+    row.final_loss = row.losses[-1]
+    return row
 
 
 def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
@@ -206,26 +318,49 @@ def _take(it: Iterator[Any], n: int) -> Iterator[Any]:
         yield x
 
 
-def agreement(by_framework: dict[str, list[float]]) -> dict[str, Any] | None:
-    """How closely the other frameworks' losses follow lanterna cpu's, step by step:
-    the largest relative difference after one step and after the last, and how
-    many leading steps agree within `AGREE_RTOL`. Adagrad's first updates are
-    nearly `lr * sign(g)`, so float rounding in tiny gradients can flip a step
-    and the runs drift apart later; the leading steps show the models match."""
-    ref = by_framework.get(REFERENCE)
-    others = [losses for fw, losses in by_framework.items() if fw != REFERENCE and losses]
-    if not ref or not others:
-        return None
-    rel = np.array([[abs(a - b) / max(abs(b), 1e-12) for a, b in zip(o, ref)] for o in others])
-    worst = rel.max(axis=0)
-    leading = int(np.argmax(worst > AGREE_RTOL)) if (worst > AGREE_RTOL).any() else len(worst)
+def run_rows(specs: list[RowSpec], quick: bool, steps: int, threads: str) -> dict[str, Any]:
+    """The benchmark process: each row in turn, in this process."""
+    rows = []
+    for i, spec in enumerate(specs):
+        if len(specs) > 1:
+            progress(i, len(specs), str(spec))
+        try:
+            row = measure(spec, quick, steps)
+        except Exception as e:
+            # A failing peer is a row saying why, not the end of the run; ours must not fail.
+            if spec.framework.startswith("lanterna"):
+                raise
+            traceback.print_exc()
+            row = Row(
+                spec.model, spec.size, spec.framework, status=f"error: {type(e).__name__}: {e}"
+            )
+        rows.append(asdict(row))
+    if len(specs) > 1:
+        progress(len(specs), len(specs), "done")
+    return {"process": process_info(threads), "rows": rows}
+
+
+def process_info(threads: str) -> dict[str, str]:
     return {
-        "after_1_step": float(worst[min(1, len(worst) - 1)]),
-        "after_last_step": float(worst[-1]),
-        "steps_within_rtol": leading,
-        "steps": len(worst),
-        "compared": len(others),
+        "threads": threads,
+        "cores usable": str(len(os.sched_getaffinity(0))),
+        **{var: os.environ.get(var, "unset") for var in THREAD_VARIABLES},
     }
+
+
+def pin_to_one_core(argv: list[str]) -> None:
+    """Restart this process on one core with the thread-count variables at 1, unless
+    it already runs so. The restart makes every thread pool start inside the pin:
+    OpenBLAS's started with numpy above, and a thread keeps the mask it was born with."""
+    if len(os.sched_getaffinity(0)) == 1 and all(
+        os.environ.get(var) == "1" for var in THREAD_VARIABLES
+    ):
+        return
+    os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, "1")}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
 
 
 def progress(done: int, total: int, what: str) -> None:
@@ -236,10 +371,117 @@ def progress(done: int, total: int, what: str) -> None:
     print(f"\r[{bar}] {done}/{total} {what:<48.48}", end=end, file=sys.stderr, flush=True)
 
 
+# --- running the plan (in the parent) -----------------------------------------------------
+
+
+def child_command(
+    specs: list[RowSpec], args: argparse.Namespace, threads: str, out: Path
+) -> list[str]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--threads", threads]
+    cmd += ["--steps", str(args.steps), "--cache", "shared", "--json-out", str(out)]
+    if args.quick:
+        cmd.append("--quick")
+    for spec in specs:
+        cmd += ["--row", str(spec)]
+    return cmd
+
+
+def exit_reason(code: int) -> str:
+    return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
+def execute(specs: list[RowSpec], args: argparse.Namespace, threads: str) -> dict[str, Any]:
+    """Every row in its own process (`--process row`) or all in one (`shared`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rows.json"
+        if args.process == "shared":
+            proc = subprocess.run(child_command(specs, args, threads, out), check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"the benchmark process failed ({exit_reason(proc.returncode)})")
+            return json.loads(out.read_text())
+        rows, info = [], {}
+        for i, spec in enumerate(specs):
+            progress(i, len(specs), f"threads {threads}: {spec}")
+            out.unlink(missing_ok=True)
+            cmd = child_command([spec], args, threads, out)
+            proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if proc.returncode == 0:
+                child = json.loads(out.read_text())
+                rows += child["rows"]
+                info = child["process"]
+                if child["rows"][0]["status"].startswith("error"):
+                    print(proc.stderr, file=sys.stderr)
+                continue
+            print(proc.stderr, file=sys.stderr)
+            if spec.framework.startswith("lanterna"):
+                raise SystemExit(
+                    f"{spec}: the benchmark process failed ({exit_reason(proc.returncode)})"
+                )
+            failed = Row(spec.model, spec.size, spec.framework)
+            failed.status = f"error: the process failed ({exit_reason(proc.returncode)})"
+            rows.append(asdict(failed))
+        progress(len(specs), len(specs), "done")
+        return {"process": info, "rows": rows}
+
+
+def summarize(child: dict[str, Any]) -> dict[str, Any]:
+    """The shown rows with their ratio to eager, and the losses' agreement."""
+    rows = child["rows"]
+    losses: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r["model"] != "cnn" or r["size"].endswith(DROPOUT_OFF):
+            losses.setdefault(f"{r['model']} {r['size']}", {})[r["framework"]] = r["losses"]
+    shown = [{k: v for k, v in r.items() if k != "losses"} for r in rows]
+    shown = [r for r in shown if not r["size"].endswith(DROPOUT_OFF)]
+    for r in shown:
+        eager = next(
+            (
+                e
+                for e in shown
+                if (e["model"], e["size"], e["framework"]) == (r["model"], r["size"], BASELINE)
+            ),
+            None,
+        )
+        if r["median_ms"] is not None and eager is not None and eager["median_ms"]:
+            r["ratio_to_eager"] = r["median_ms"] / eager["median_ms"]
+    return {
+        "process": child["process"],
+        "rows": shown,
+        "agreement": {key: agreement(by_fw) for key, by_fw in losses.items()},
+    }
+
+
+def agreement(by_framework: dict[str, list[float]]) -> dict[str, Any] | None:
+    """How closely the other frameworks' losses follow lanterna cpu's, step by step:
+    the largest relative difference after one step and after the last (and whose
+    it is), and how many leading steps agree within `AGREE_RTOL`. Adagrad's first
+    updates are nearly `lr * sign(g)`, so float rounding in tiny gradients can flip
+    a step and the runs drift apart later; the leading steps show the models match."""
+    ref = by_framework.get(REFERENCE)
+    others = {fw: losses for fw, losses in by_framework.items() if fw != REFERENCE and losses}
+    if not ref or not others:
+        return None
+    names = list(others)
+    rel = np.array(
+        [[abs(a - b) / max(abs(b), 1e-12) for a, b in zip(others[fw], ref)] for fw in names]
+    )
+    worst = rel.max(axis=0)
+    leading = int(np.argmax(worst > AGREE_RTOL)) if (worst > AGREE_RTOL).any() else len(worst)
+    return {
+        "after_1_step": float(worst[min(1, len(worst) - 1)]),
+        "after_last_step": float(worst[-1]),
+        "farthest_after_last_step": names[int(rel[:, -1].argmax())] if worst[-1] > 0 else None,
+        "steps_within_rtol": leading,
+        "steps": len(worst),
+        "compared": len(others),
+    }
+
+
 # --- the machine --------------------------------------------------------------------------
 
 
-def machine(threads: str) -> dict[str, str]:
+def machine() -> dict[str, str]:
+    """Read without importing the frameworks: the parent process stays light."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -251,28 +493,37 @@ def machine(threads: str) -> dict[str, str]:
     info = {
         "cpu": cpu,
         "cores": str(os.cpu_count()),
-        "cores usable": str(len(os.sched_getaffinity(0))),
-        "threads": threads,
         "python": platform.python_version(),
         "numpy": np.__version__,
     }
-    for package in ("torch", "jax", "xdsl"):
+    for package in ("torch", "jax", "dynet", "xdsl"):
         try:
-            info[package] = str(importlib.import_module(package).__version__)
-        except ImportError:
+            info[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
             info[package] = "not installed"
     return info
 
 
-def set_threads(threads: str) -> None:
-    """One thread everywhere we can say so before the frameworks load. XLA has no
-    such flag: pin the process (`taskset -c 0`) to hold JAX to one core."""
-    if threads == "1":
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ[var] = "1"
-
-
 # --- reports ------------------------------------------------------------------------------
+
+MEMORY = {
+    "row": (
+        "Peak RSS: the row's own process's peak resident set (getrusage maxrss): "
+        "interpreter, the framework's import, the data and the training. +MB: that peak "
+        "less the peak before the step was built (after the imports and the data), i.e. "
+        "what building and training the model added. Compilers that run as processes of "
+        "their own (lanterna's C++ compiler, inductor's workers) are not counted."
+    ),
+    "shared": (
+        "Peak RSS: the peak so far of the one process that runs every row in turn "
+        "(getrusage maxrss). +MB: its growth during the row, so 0 when an earlier row "
+        "had already reached that peak."
+    ),
+}
+THREADS = {
+    "1": "each benchmark process pinned to one core, OMP/OpenBLAS/MKL threads 1",
+    "default": "each framework's default thread count on all usable cores",
+}
 
 
 def fmt(x: float | None, spec: str) -> str:
@@ -288,23 +539,32 @@ def markdown(result: dict[str, Any]) -> str:
             f"Steps timed per row: {result['steps']} (after the first, cold call). "
             "Time: median per training step. Cold: first call, including trace and compile "
             f"(compile caches of lanterna and torch.compile: {result['compile_cache']}). "
-            "Peak RSS: growth of the process's maxrss (getrusage) during the row, so 0 when "
-            "an earlier row had already reached that peak. Loss: after the last step, from "
-            "the same initial weights and batches in every framework."
+            f"{MEMORY[result['process']]} Loss: after the last step, from the same initial "
+            "weights and batches in every framework."
         ),
-        "",
-        "| model | size | framework | ms/step | vs eager | cold (s) | peak RSS +MB | loss |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
-    for r in result["rows"]:
+    for threads, run in result["threads"].items():
+        info = ", ".join(f"{k} {v}" for k, v in run["process"].items() if k != "threads")
+        lines += ["", f"## Threads: {threads}", "", f"{THREADS[threads]} ({info}).", ""]
+        lines += table(run)
+    lines += ["", *result["notes"], ""]
+    return "\n".join(lines)
+
+
+def table(run: dict[str, Any]) -> list[str]:
+    header = "model | size | framework | ms/step | vs eager | cold (s) | peak RSS MB | +MB | loss"
+    lines = [f"| {header} | note |", "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in run["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['model']} | {r['size']} | {r['framework']} | {r['status']} ||||| ")
+            lines.append(f"| {r['model']} | {r['size']} | {r['framework']} | {r['status']} |||||||")
             continue
         ratio = fmt(r["ratio_to_eager"], ".2f")
+        added = r["peak_rss_mb"] - r["setup_rss_mb"]
         lines.append(
             f"| {r['model']} | {r['size']} | {r['framework']} | {fmt(r['median_ms'], '.3f')} "
             f"| {ratio + 'x' if ratio else ''} | {fmt(r['cold_s'], '.2f')} "
-            f"| {fmt(r['peak_rss_mb'], '.1f')} | {fmt(r['final_loss'], '.5g')} |"
+            f"| {r['peak_rss_mb']:.0f} | {added:.1f} | {fmt(r['final_loss'], '.5g')} "
+            f"| {r['note']} |"
         )
     lines += [
         "",
@@ -313,19 +573,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"frameworks; steps counted from the first call; within rtol {AGREE_RTOL:g}):"
         ),
         "",
-        "| run | frameworks | after 1 step | after last step | leading steps within rtol |",
+        "| run | frameworks | after 1 step | after last step (farthest) | leading within rtol |",
         "|---|---:|---:|---:|---:|",
     ]
-    for key, a in result["agreement"].items():
+    for key, a in run["agreement"].items():
         if a is None:
             lines.append(f"| {key} | 0 | no peer to compare |||")
             continue
+        farthest = f"({a['farthest_after_last_step']})" if a["farthest_after_last_step"] else ""
         lines.append(
             f"| {key} | {a['compared']} | {a['after_1_step']:.2e} | {a['after_last_step']:.2e} "
-            f"| {a['steps_within_rtol']} of {a['steps']} |"
+            f"{farthest} | {a['steps_within_rtol']} of {a['steps']} |"
         )
-    lines += ["", *result["notes"], ""]
-    return "\n".join(lines)
+    return lines
 
 
 def charts(result: dict[str, Any], out: Path) -> str:
@@ -336,16 +596,25 @@ def charts(result: dict[str, Any], out: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "PNG charts skipped: matplotlib is not installed."
-    for name in {r["model"] for r in result["rows"]}:
-        rows = [r for r in result["rows"] if r["model"] == name and r["median_ms"] is not None]
-        if not rows:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 0.4 * len(rows) + 1.2))
-        labels = [f"{r['framework']} ({r['size']})" for r in rows]
-        ax.barh(labels, [r["median_ms"] for r in rows])
+    settings = list(result["threads"])
+    rows = [
+        (threads, r)
+        for threads, run in result["threads"].items()
+        for r in run["rows"]
+        if r["median_ms"] is not None
+    ]
+    for name in dict.fromkeys(r["model"] for _, r in rows):
+        mine = [(threads, r) for threads, r in rows if r["model"] == name]
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(mine) + 1.2))
+        labels = [
+            f"{r['framework']} ({r['size']}"
+            + (f", threads {threads})" if len(settings) > 1 else ")")
+            for threads, r in mine
+        ]
+        ax.barh(labels, [r["median_ms"] for _, r in mine])
         ax.set_xscale("log")
         ax.set_xlabel("median ms per training step (log scale)")
-        ax.set_title(f"{name}: {result['machine']['cpu']}, threads {result['machine']['threads']}")
+        ax.set_title(f"{name}: {result['machine']['cpu']}, threads {' and '.join(settings)}")
         ax.invert_yaxis()
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=100)
@@ -356,92 +625,114 @@ def charts(result: dict[str, Any], out: Path) -> str:
 # --- main ---------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", choices=(*MODELS, "all"), default="all")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 3 steps (for CI)")
     ap.add_argument("--steps", type=int, help="steps timed per row (default 20, 3 with --quick)")
-    ap.add_argument("--threads", choices=("1", "default"), default="default")
+    ap.add_argument("--threads", choices=("1", "default", "both"), default="default")
+    ap.add_argument(
+        "--process",
+        choices=("row", "shared"),
+        help="a process per row, so each has its own peak memory (default), or one\n"
+        "process for all rows (default with --quick: quicker)",
+    )
+    ap.add_argument(
+        "--framework",
+        action="append",
+        choices=tuple(FRAMEWORKS),
+        help="run only these frameworks (repeatable; default: all)",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results")
     ap.add_argument(
         "--cache",
         choices=("fresh", "shared"),
         default="fresh",
         help="compile caches (lanterna's, torch.compile's): fresh empty ones, so 'cold'\n"
-        "includes the compilers (default), or the user's, which makes reruns quick",
+        "includes the compilers (default), or the ones in the environment, which makes\n"
+        "reruns quick",
     )
-    args = ap.parse_args(argv)
-    set_threads(args.threads)
-    if args.cache == "fresh":
-        with tempfile.TemporaryDirectory() as tmp:
-            os.environ["LANTERNA_CACHE_DIR"] = tmp
-            from lanterna.backends.cpu_cpp.driver import load_bridge
+    ap.add_argument(
+        "--row",
+        action="append",
+        type=RowSpec.parse,
+        metavar="MODEL:SIZE:FRAMEWORK",
+        help="run just these rows in this process and write them as JSON (what the\n"
+        "runner starts for each row); e.g. 'rnn:batch 1:dynet'",
+    )
+    ap.add_argument("--json-out", type=Path, help="with --row: the JSON file (default: stdout)")
+    return ap
 
-            load_bridge()  # built once per machine, not per program: not part of "cold"
-            # torch.compile keeps its own cache of compiled graphs: start it empty too.
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.steps = args.steps or (3 if args.quick else 20)
+    args.process = args.process or ("shared" if args.quick else "row")
+    if not args.row:
+        return run(args)
+    if args.threads == "both":
+        raise SystemExit("--row runs under one thread setting: --threads 1 or default")
+    if args.threads == "1":
+        pin_to_one_core(argv)
+    lanterna_cpu = any(spec.framework == "lanterna cpu" for spec in args.row)
+    with compile_caches(args.cache, lanterna_cpu):
+        return benchmark_rows(args)
+
+
+@contextmanager
+def compile_caches(kind: str, lanterna_cpu: bool) -> Iterator[None]:
+    """`fresh`: empty caches for lanterna and torch.compile while the block runs, so
+    "cold" includes the compilers; `shared`: the ones the environment names. The
+    bridge to lanterna's generated code is built first either way: it is built once
+    per machine, not per program, so it is not part of "cold"."""
+    saved = {var: os.environ.get(var) for var in ("LANTERNA_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")}
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "fresh":
+            os.environ["LANTERNA_CACHE_DIR"] = tmp
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "torchinductor")
-            return run(args)
-    return run(args)
+        try:
+            if lanterna_cpu:
+                from lanterna.backends.cpu_cpp.driver import build_bridge
+
+                build_bridge()
+            yield
+        finally:
+            for var, value in saved.items():
+                if value is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = value
+
+
+def benchmark_rows(args: argparse.Namespace) -> int:
+    result = run_rows(args.row, args.quick, args.steps, args.threads)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.json_out:
+        args.json_out.write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    steps = args.steps or (3 if args.quick else 20)
     names = MODELS if args.model == "all" else (args.model,)
-
-    # (model, module, size label, config, framework, losses compared); the dropout-off
-    # runs are compared, not timed.
-    plan = []
-    for name in names:
-        model = load("lanterna_benchmark_models", name)
-        for label, config in configs(name, model, args.quick):
-            for fw in FRAMEWORKS:
-                if fw != "lanterna interp" or runs_interp(args.quick, name, label):
-                    plan.append((name, model, label, config, fw, name != "cnn"))
-        if name == "cnn":  # dropout masks differ between frameworks: compare without dropout
-            label, config = configs(name, model, args.quick)[-1]
-            for fw in FRAMEWORKS:
-                if fw != "lanterna interp" or runs_interp(args.quick, name, label):
-                    off = replace(config, dropout=0.0)
-                    plan.append((name, model, f"{label}, dropout off", off, fw, True))
-
-    rows: list[Row] = []
-    losses: dict[str, dict[str, list[float]]] = {}
-    for i, (name, model, label, config, fw, compared) in enumerate(plan):
-        progress(i, len(plan), f"{name} {label} {fw}")
-        try:
-            row, run_losses = measure(name, model, config, fw, steps)
-        except Exception as e:
-            # A failing peer is a row saying why, not the end of the run; ours must not fail.
-            if fw.startswith("lanterna"):
-                raise
-            traceback.print_exc()
-            row, run_losses = Row(name, "", fw, status=f"error: {type(e).__name__}: {e}"), []
-        row.size = label
-        if compared:
-            losses.setdefault(f"{name} {label}", {})[fw] = run_losses
-        if "dropout off" not in label:
-            rows.append(row)
-    progress(len(plan), len(plan), "done")
-
-    for r in rows:
-        eager = next(
-            (e for e in rows if (e.model, e.size, e.framework) == (r.model, r.size, BASELINE)), None
-        )
-        if r.median_ms is not None and eager is not None and eager.median_ms:
-            r.ratio_to_eager = r.median_ms / eager.median_ms
-
-    agree = {key: agreement(by_fw) for key, by_fw in losses.items()}
-
-    args.out.mkdir(parents=True, exist_ok=True)
+    specs = plan(names, args.quick, args.framework or list(FRAMEWORKS))
+    lanterna_cpu = any(spec.framework == "lanterna cpu" for spec in specs)
+    settings = ("1", "default") if args.threads == "both" else (args.threads,)
     result: dict[str, Any] = {
-        "machine": machine(args.threads),
-        "steps": steps,
+        "machine": machine(),
+        "steps": args.steps,
         "quick": args.quick,
         "compile_cache": args.cache,
-        "rows": [asdict(r) for r in rows],
-        "agreement": agree,
+        "process": args.process,
+        "threads": {},
         "notes": [],
     }
+    for threads in settings:  # each setting compiles afresh: its cold times are its own
+        with compile_caches(args.cache, lanterna_cpu):
+            result["threads"][threads] = summarize(execute(specs, args, threads))
+    args.out.mkdir(parents=True, exist_ok=True)
     result["notes"].append(charts(result, args.out))
     (args.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     report = markdown(result)
