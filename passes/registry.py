@@ -4,7 +4,7 @@ A pass is an xDSL `ModulePass`: a frozen dataclass with a kebab-case `name`
 whose fields are its options. Passes come from three places, all looked up by
 the same names:
 
-* xDSL's `canonicalize`, `cse` and `dce`, reused as they are;
+* xDSL's `canonicalize`, `cse`, `dce` and `licm`, reused as they are;
 * lanterna's own passes, one module each under `lanterna/passes/`
   (`passes/lower_continuations.py` is `lower-continuations`), each registering
   itself with `@register_pass`; every module of this package is imported on the
@@ -39,6 +39,7 @@ from xdsl.passes import ModulePass
 from xdsl.transforms.canonicalize import CanonicalizePass
 from xdsl.transforms.common_subexpression_elimination import CommonSubexpressionElimination
 from xdsl.transforms.dead_code_elimination import DeadCodeElimination
+from xdsl.transforms.loop_invariant_code_motion import LoopInvariantCodeMotionPass
 from xdsl.utils.arg_spec import parse_pipeline as parse_pipeline_specs
 from xdsl.utils.exceptions import ArgSpecParseError, DiagnosticException, VerifyException
 
@@ -266,6 +267,7 @@ def _origin(ep: EntryPoint) -> str:
 _REUSED_SUMMARIES = {
     "cse": "Merges operations that compute the same value without side effects (xDSL).",
     "dce": "Removes operations with unused results and no side effects (xDSL).",
+    "licm": "Hoists side-effect-free ops that depend on nothing in the loop out of scf.for (xDSL).",
 }
 
 
@@ -313,7 +315,12 @@ def _spell_option(value: object) -> str:
 
 _REGISTRY = PassRegistry(builtin_package=__package__)
 
-for _xdsl_pass in (CanonicalizePass, CommonSubexpressionElimination, DeadCodeElimination):
+for _xdsl_pass in (
+    CanonicalizePass,
+    CommonSubexpressionElimination,
+    DeadCodeElimination,
+    LoopInvariantCodeMotionPass,
+):
     _REGISTRY.register(_xdsl_pass)
 
 

@@ -134,7 +134,8 @@ class CpuBackend:
     """Compiles modules to C++ with g++ and runs them through the pybind11 bridge."""
 
     default_pipeline = (
-        "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
+        "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,"
+        "fuse-elementwise"
     )
 
     def compile(

@@ -159,7 +159,7 @@ UNARY: dict[type[Operation], tuple[str, str]] = {
     ln.AbsOp: same("lanterna::abs_of({0})"),
     ln.ExpOp: same("std::exp({0})"),
     ln.LogOp: same("std::log({0})"),
-    ln.TanhOp: same("std::tanh({0})"),
+    ln.TanhOp: same("lanterna::tanh({0})"),
     ln.SqrtOp: same("std::sqrt({0})"),
     ln.SigmoidOp: same("lanterna::sigmoid({0})"),
     ln.ReluOp: same("lanterna::relu({0})"),
@@ -351,13 +351,37 @@ def _reduce(em: CEmitter, op: Operation) -> None:
 # --- linear algebra -------------------------------------------------------------------------
 
 
+def _absorbed_transpose(v: SSAValue) -> SSAValue | None:
+    """The source of `v` when `v` is a matrix transpose whose every user is a
+    matrix-matrix `ln.matmul`: the product reads the source transposed (BLAS's
+    trans flag) and the transpose is never materialized."""
+    op = v.owner
+    if not isinstance(op, ln.TransposeOp) or len(shape(v)) != 2:
+        return None
+    if list(get_ints(op.properties, "perm")) != [1, 0] or not v.uses:
+        return None
+    for use in v.uses:
+        user = use.operation
+        if not isinstance(user, ln.MatmulOp) or any(len(shape(o)) != 2 for o in user.operands):
+            return None
+    return op.operands[0]
+
+
 def _matmul(em: CEmitter, op: Operation) -> None:
     a, b = op.operands
     sa, sb = shape(a), shape(b)
     y, _, _ = result(em, op)
     match len(sa), len(sb):
         case (2, 2):
-            batch, m, k, n, a_stride, b_stride = 1, sa[0], sa[1], sb[1], 0, 0
+            m, k, n = sa[0], sa[1], sb[1]
+            ta, tb = _absorbed_transpose(a), _absorbed_transpose(b)
+            lhs, lda = (ta, m) if ta is not None else (a, k)
+            rhs, ldb = (tb, k) if tb is not None else (b, n)
+            em.line(
+                f"lanterna::gemm({str(ta is not None).lower()}, {str(tb is not None).lower()}, "
+                f"{m}, {n}, {k}, {em.ref(lhs)}, {lda}, {em.ref(rhs)}, {ldb}, {y}, {n});"
+            )
+            return
         case (2, 1):
             batch, m, k, n, a_stride, b_stride = 1, sa[0], sa[1], 1, 0, 0
         case (1, 2):
@@ -406,6 +430,11 @@ def _transpose(em: CEmitter, op: Operation) -> None:
     perm = get_ints(op.properties, "perm")
     if list(perm) == sorted(perm):
         alias(em, op, x)
+        return
+    if _absorbed_transpose(op.results[0]) is not None:
+        # Its products read `x` transposed; `x` lives as long as they do.
+        em.define(op.results[0])
+        em.aliases(op.results[0], x)
         return
     y, c, _ = result(em, op)
     out = shape(op.results[0])

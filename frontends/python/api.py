@@ -27,7 +27,7 @@ import re
 import sys
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
@@ -65,9 +65,9 @@ def _value_name(parts: Sequence[Any]) -> str | None:
 # --- argument signatures ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ArraySpec:
-    """A numpy-array leaf: it becomes a parameter of the traced function."""
+class ArraySpec(NamedTuple):
+    """A numpy-array leaf: it becomes a parameter of the traced function. (A
+    tuple: one is made for every array of every call.)"""
 
     shape: tuple[int, ...]
     dtype: np.dtype
@@ -234,6 +234,10 @@ class Jitted:
         specs: list[ArraySpec | ConstSpec] = []
         arrays: list[np.ndarray] = []
         for leaf in leaves:
+            if type(leaf) is np.ndarray:  # the common case, first
+                specs.append(ArraySpec(leaf.shape, checked_dtype(leaf.dtype)))
+                arrays.append(leaf)
+                continue
             if isinstance(leaf, Tensor):
                 raise user_error(
                     f"'{self.fn_name}' was called with a staged value outside of its trace"

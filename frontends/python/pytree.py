@@ -37,11 +37,21 @@ class TreeDef:
     children: tuple[TreeDef, ...] = ()
     keys: tuple[Hashable, ...] = ()
 
+    def __hash__(self) -> int:
+        # Tree structures key every jitted call: hash once per structure.
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.kind, self.children, self.keys))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     @property
     def num_leaves(self) -> int:
-        if self.kind == LEAF:
-            return 1
-        return sum(c.num_leaves for c in self.children)
+        n = self.__dict__.get("_num_leaves")
+        if n is None:
+            n = 1 if self.kind == LEAF else sum(c.num_leaves for c in self.children)
+            object.__setattr__(self, "_num_leaves", n)
+        return n
 
     def __str__(self) -> str:
         if self.kind == LEAF:
@@ -57,6 +67,17 @@ class TreeDef:
 
 
 LEAF_DEF = TreeDef(LEAF)
+_INTERNED: dict[tuple[Any, ...], TreeDef] = {}
+
+
+def _interned(kind: str, children: tuple[TreeDef, ...], keys: tuple[Hashable, ...]) -> TreeDef:
+    """One TreeDef object per structure, so comparing keys of calls with the same
+    structure is an identity check."""
+    probe = (kind, children, keys)
+    found = _INTERNED.get(probe)
+    if found is None:
+        found = _INTERNED[probe] = TreeDef(kind, children, keys)
+    return found
 
 
 def _sorted_keys(d: dict[Any, Any]) -> list[Any]:
@@ -92,7 +113,7 @@ def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
             leaves.append(node)
             return LEAF_DEF
         kind, children, keys = split
-        return TreeDef(kind, tuple(walk(c) for c in children), keys)
+        return _interned(kind, tuple(walk(c) for c in children), keys)
 
     treedef = walk(tree)
     return leaves, treedef

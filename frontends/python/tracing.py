@@ -152,13 +152,21 @@ def dtype_of(x: Any) -> np.dtype:
     return np.asarray(x).dtype
 
 
+_CHECKED: dict[Any, np.dtype] = {}
+
+
 def checked_dtype(dtype: Any) -> np.dtype:
     """`dtype` as a numpy dtype lanterna supports, or a TraceError."""
+    found = _CHECKED.get(dtype) if isinstance(dtype, np.dtype) else None
+    if found is not None:
+        return found
     try:
         dt = np.dtype(dtype)
         from_numpy_dtype(dt)
     except TypeError as e:
         raise user_error(str(e)) from None
+    if isinstance(dtype, np.dtype):
+        _CHECKED[dtype] = dt
     return dt
 
 

@@ -11,7 +11,7 @@ import pytest
 from lanterna.ir import parse_module, print_ir
 
 CPU_PIPELINE = (
-    "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
+    "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,fuse-elementwise"
 )
 X = np.array([0.3, -0.5, 0.9])
 W = np.array([0.7, 1.1, -0.4])

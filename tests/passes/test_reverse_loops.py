@@ -10,7 +10,7 @@ import pytest
 
 from lanterna.ir import cont, parse_module, print_ir
 
-CPU_PIPELINE = "lower-continuations,elide-zero-adjoints,canonicalize,cse,dce,fuse-elementwise"
+CPU_PIPELINE = "lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,fuse-elementwise"
 
 PROGRAMS = [
     ("ad_for.mlir", (0.3, 0.8)),

@@ -242,8 +242,12 @@ constexpr size_t kBigStack = size_t(4) << 30;  // reserved, touched only as used
 constexpr size_t kStackMargin = size_t(256) << 10;
 
 inline thread_local uintptr_t stack_floor = 0;
+inline thread_local bool stack_floor_known = false;
 
+// Once per thread: finding the main thread's stack reads /proc/self/maps,
+// far too slow to do on every call.
 inline void set_stack_floor() {
+    if (stack_floor_known) return;
     pthread_attr_t attr;
     void* addr = nullptr;
     size_t size = 0;
@@ -252,6 +256,7 @@ inline void set_stack_floor() {
         pthread_attr_destroy(&attr);
     }
     stack_floor = size > 2 * kStackMargin ? reinterpret_cast<uintptr_t>(addr) + kStackMargin : 0;
+    stack_floor_known = true;
 }
 
 inline void check_stack() {
@@ -444,6 +449,22 @@ inline T minimum(T a, T b) {
 }
 
 // Split by sign so exp never overflows (as the reference does).
+// tanh for float without glibc's tanhf (which goes through expm1f and was a
+// third of an LSTM step): an odd polynomial near 0 (Cephes' tanhf, 2 ulp),
+// 1 - 2 / (exp(2|x|) + 1) elsewhere, +-1 past 9. Doubles use std::tanh.
+inline float tanh(float x) {
+    float ax = std::fabs(x);
+    if (ax < 0.625f) {
+        float z = x * x;
+        return ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+                 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    }
+    if (ax > 9.0f) return std::copysign(1.0f, x);
+    return std::copysign(1.0f - 2.0f / (std::exp(2.0f * ax) + 1.0f), x);
+}
+
+inline double tanh(double x) { return std::tanh(x); }
+
 template <class T>
 inline T sigmoid(T x) {
     T e = std::exp(-std::fabs(x));
