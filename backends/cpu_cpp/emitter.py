@@ -109,6 +109,7 @@ class CEmitter:
         # are another value's buffer under a new name.
         self.reuse = os.environ.get("LANTERNA_CPU_REUSE", "1") != "0"
         self.owned: set[SSAValue] = set()
+        self.done: set[Operation] = set()  # ops another op's lowering already covered
         self.aliased_by: dict[SSAValue, list[SSAValue]] = {}
 
     # --- buffers ----------------------------------------------------------------------------

@@ -367,21 +367,55 @@ def _absorbed_transpose(v: SSAValue) -> SSAValue | None:
     return op.operands[0]
 
 
+def _accumulating_user(op: Operation) -> Operation | None:
+    """The `ad.accum` that is the only use of `op`'s result, when the product can
+    be added into its cell right where `op` is: the accum comes later in the same
+    block, the cell exists already, and nothing in between touches the cell."""
+    (r,) = op.results
+    use = r.get_unique_use()
+    if use is None:
+        return None
+    accum = use.operation
+    block = op.parent_block()
+    if not isinstance(accum, ad.AccumOp) or accum.value is not r or accum.parent_block() is not block:
+        return None
+    cell = accum.cell
+    owner = cell.owner
+    if isinstance(owner, Operation) and owner.parent_block() is block:
+        if block.get_operation_index(owner) > block.get_operation_index(op):
+            return None
+    between = op.next_op
+    while between is not None and between is not accum:
+        if any(cell in inner.operands for inner in between.walk()):
+            return None
+        between = between.next_op
+    return accum if between is accum else None
+
+
 def _matmul(em: CEmitter, op: Operation) -> None:
     a, b = op.operands
     sa, sb = shape(a), shape(b)
+    if len(sa) == len(sb) == 2:
+        m, k, n = sa[0], sa[1], sb[1]
+        ta, tb = _absorbed_transpose(a), _absorbed_transpose(b)
+        lhs, lda = (ta, m) if ta is not None else (a, k)
+        rhs, ldb = (tb, k) if tb is not None else (b, n)
+        accum = _accumulating_user(op)
+        if accum is not None:
+            # C += A @ B straight into the cell: no product buffer, no second pass.
+            em.define(op.results[0])
+            em.done.add(accum)
+            y, beta = em.ref(accum.operands[0]), 1
+        else:
+            y, _, _ = result(em, op)
+            beta = 0
+        em.line(
+            f"lanterna::gemm({str(ta is not None).lower()}, {str(tb is not None).lower()}, "
+            f"{m}, {n}, {k}, {em.ref(lhs)}, {lda}, {em.ref(rhs)}, {ldb}, {y}, {n}, {beta});"
+        )
+        return
     y, _, _ = result(em, op)
     match len(sa), len(sb):
-        case (2, 2):
-            m, k, n = sa[0], sa[1], sb[1]
-            ta, tb = _absorbed_transpose(a), _absorbed_transpose(b)
-            lhs, lda = (ta, m) if ta is not None else (a, k)
-            rhs, ldb = (tb, k) if tb is not None else (b, n)
-            em.line(
-                f"lanterna::gemm({str(ta is not None).lower()}, {str(tb is not None).lower()}, "
-                f"{m}, {n}, {k}, {em.ref(lhs)}, {lda}, {em.ref(rhs)}, {ldb}, {y}, {n});"
-            )
-            return
         case (2, 1):
             batch, m, k, n, a_stride, b_stride = 1, sa[0], sa[1], 1, 0, 0
         case (1, 2):
@@ -606,6 +640,8 @@ def _pop(em: CEmitter, op: Operation) -> None:
 
 
 def _accum(em: CEmitter, op: Operation) -> None:
+    if op in em.done:
+        return  # added in by the op that made the value (a matmul)
     cell, g = op.operands
     cell_name, g_name = em.ref(cell), em.ref(g)
     add = "{0} + {1}" if is_float(element(g)) else "lanterna::wrap_add({0}, {1})"
@@ -650,6 +686,13 @@ def _load(em: CEmitter, op: Operation) -> None:
 
 
 def _cell_from(em: CEmitter, op: Operation) -> None:
+    x = op.operands[0]
+    if x in em.owned and x.has_one_use():
+        # Nothing else sees the value: the cell takes its buffer over.
+        r = op.results[0]
+        em.line(f"{em.ctype(r.type)} {em.define(r)} = const_cast<{em.ctype(r.type)}>({em.ref(x)});")
+        em.aliases(r, x)
+        return
     # A fresh buffer: accumulations into the cell must not change the operand.
     r = op.results[0]
     c = em.scalar_type(element(r))

@@ -588,32 +588,35 @@ inline void reduce_max(const T* x, T* out, int64_t outer, int64_t n, int64_t inn
 
 // --- matmul -----------------------------------------------------------------------------
 
-// Row-major C[M, N] = A[M, K] @ B[K, N] (A, B, C contiguous unless lda/ldb say otherwise).
+// Row-major C[M, N] = A[M, K] @ B[K, N], or C += A @ B with `beta` 1 (A, B, C contiguous
+// unless lda/ldb say otherwise; `ta`/`tb` read A or B transposed).
 inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                 const float* b, int64_t ldb, float* c, int64_t ldc) {
+                 const float* b, int64_t ldb, float* c, int64_t ldc, int beta = 0) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
+        if (beta) return;
         for (int64_t i = 0; i < m; ++i)
             for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
         return;
     }
     LANTERNA_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                    static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
-                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0f, c,
+                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta ? 1.0f : 0.0f, c,
                    static_cast<blasint>(ldc));
 }
 
 inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
-                 const double* b, int64_t ldb, double* c, int64_t ldc) {
+                 const double* b, int64_t ldb, double* c, int64_t ldc, int beta = 0) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
+        if (beta) return;
         for (int64_t i = 0; i < m; ++i)
             for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0;
         return;
     }
     LANTERNA_DGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                    static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a,
-                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), 0.0, c,
+                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta ? 1.0 : 0.0, c,
                    static_cast<blasint>(ldc));
 }
 
