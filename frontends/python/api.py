@@ -213,11 +213,14 @@ class Jitted:
 
     def _split(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Call:
         n = len(args)
-        static_pos = sorted({i % n for i in self.static_argnums if -n <= i < n})
-        static_args = {i: args[i] for i in static_pos}
-        dyn_args = tuple(a for i, a in enumerate(args) if i not in static_args)
-        static_kwargs = {k: v for k, v in kwargs.items() if k in self.static_argnames}
-        dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        if self.static_argnums or self.static_argnames:
+            static_pos = sorted({i % n for i in self.static_argnums if -n <= i < n})
+            static_args = {i: args[i] for i in static_pos}
+            dyn_args = tuple(a for i, a in enumerate(args) if i not in static_args)
+            static_kwargs = {k: v for k, v in kwargs.items() if k in self.static_argnames}
+            dyn_kwargs = {k: v for k, v in kwargs.items() if k not in self.static_argnames}
+        else:  # the common case, kept cheap: this runs on every call
+            static_args, static_kwargs, dyn_args, dyn_kwargs = {}, {}, args, kwargs
         statics: list[Hashable] = []
         for label, v in [*static_args.items(), *sorted(static_kwargs.items())]:
             try:

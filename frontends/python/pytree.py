@@ -67,13 +67,15 @@ class TreeDef:
 
 
 LEAF_DEF = TreeDef(LEAF)
+NONE_DEF = TreeDef(NONE)
 _INTERNED: dict[tuple[Any, ...], TreeDef] = {}
 
 
 def _interned(kind: str, children: tuple[TreeDef, ...], keys: tuple[Hashable, ...]) -> TreeDef:
     """One TreeDef object per structure, so comparing keys of calls with the same
-    structure is an identity check."""
-    probe = (kind, children, keys)
+    structure is an identity check. Looked up by the children's identities (they
+    are interned too, and live as long as this table)."""
+    probe = (kind, tuple(map(id, children)), keys)
     found = _INTERNED.get(probe)
     if found is None:
         found = _INTERNED[probe] = TreeDef(kind, children, keys)
@@ -106,14 +108,22 @@ def _children(tree: Any) -> tuple[str, list[Any], tuple[Hashable, ...]] | None:
 def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     """The leaves of `tree` (depth first, dict keys sorted) and its structure."""
     leaves: list[Any] = []
+    append = leaves.append
 
+    # The same cases as `_children`, inlined: this runs on every jitted call.
     def walk(node: Any) -> TreeDef:
-        split = _children(node)
-        if split is None:
-            leaves.append(node)
-            return LEAF_DEF
-        kind, children, keys = split
-        return _interned(kind, tuple(walk(c) for c in children), keys)
+        t = type(node)
+        if t is dict:
+            keys = _sorted_keys(node)
+            return _interned(DICT, tuple([walk(node[k]) for k in keys]), tuple(keys))
+        if t is tuple:
+            return _interned(TUPLE, tuple([walk(c) for c in node]), ())
+        if t is list:
+            return _interned(LIST, tuple([walk(c) for c in node]), ())
+        if node is None:
+            return NONE_DEF
+        append(node)
+        return LEAF_DEF
 
     treedef = walk(tree)
     return leaves, treedef

@@ -15,6 +15,7 @@ VARIANTS = {
     "-elide-zero-adjoints",
     "-canonicalize",
     "-cse",
+    "-licm",
     "-dce",
     "-fuse-elementwise",
     "-buffer-reuse",
