@@ -38,7 +38,7 @@ from xdsl.irdl import IRDLOperation, VarOperandDef, result_def, traits_def
 from xdsl.parser import Parser, UnresolvedOperand
 from xdsl.pattern_rewriter import RewritePattern
 from xdsl.printer import Printer
-from xdsl.traits import HasCanonicalizationPatternsTrait, Pure
+from xdsl.traits import ConditionallySpeculatable, HasCanonicalizationPatternsTrait, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
 from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule
@@ -122,6 +122,17 @@ class LnCanonicalization(HasCanonicalizationPatternsTrait):
         return ()
 
 
+class LnSpeculatable(ConditionallySpeculatable):
+    """`ln` ops compute a value and nothing else, so they may run where the
+    program would not have run them (`licm` hoists them out of loops) -- except
+    the ops that check indices at run time (`CHECKS_INDICES`): hoisted out of a
+    loop that does not run, they could raise an IndexError the program never had."""
+
+    @classmethod
+    def is_speculatable(cls, op: Operation) -> bool:
+        return not getattr(op, "CHECKS_INDICES", False)
+
+
 class LnOp(IRDLOperation):
     """Shared syntax, verification and construction of `ln` ops."""
 
@@ -129,7 +140,9 @@ class LnOp(IRDLOperation):
     RESULT_IN_SYNTAX: ClassVar[bool] = False
 
     result = result_def(TensorType)
-    traits = traits_def(Pure(), LnCanonicalization())
+    traits = traits_def(NoMemoryEffect(), LnSpeculatable(), LnCanonicalization())
+    # True for ops that raise IndexError on indices out of range (see LnSpeculatable).
+    CHECKS_INDICES: ClassVar[bool] = False
 
     # --- the op's facts; subclasses override --------------------------------------------
 

@@ -219,6 +219,7 @@ class _LossOp(LnOp):
     two operands."""
 
     reduction = prop_def(StringAttr)
+    CHECKS_INDICES: ClassVar[bool] = True
 
     REDUCTIONS: ClassVar[tuple[str, ...]] = ("mean", "sum")
 

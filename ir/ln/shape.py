@@ -405,6 +405,7 @@ class GatherOp(LnOp):
     """
 
     name = "ln.gather"
+    CHECKS_INDICES: ClassVar[bool] = True
     table = operand_def(TensorType)
     indices = operand_def(TensorType)
 
@@ -443,6 +444,7 @@ class ScatterAddOp(LnOp):
     """
 
     name = "ln.scatter_add"
+    CHECKS_INDICES: ClassVar[bool] = True
     RESULT_IN_SYNTAX: ClassVar[bool] = True
     updates = operand_def(TensorType)
     indices = operand_def(TensorType)
