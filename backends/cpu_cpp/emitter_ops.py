@@ -500,7 +500,56 @@ def _slice(em: CEmitter, op: Operation) -> None:
     copy_strided(em, c, y, strides(out), 0, em.ref(x), src_strides, offset, out)
 
 
+def _is_zeros(v: SSAValue) -> bool:
+    op = v.owner
+    if isinstance(op, ln.ZerosOp):
+        return True
+    if isinstance(op, ln.FullOp):
+        return get_float(op.properties, "value") == 0.0
+    return False
+
+
+def _accumulated_concat(v: SSAValue) -> ad.AccumOp | None:
+    """The `ad.accum` of `v` when `v` is a concatenation with zero pieces (what a
+    slice's adjoint makes) used by that accum only: the accum adds the nonzero
+    pieces into their ranges of the cell and the concatenation is never built."""
+    op = v.owner
+    if not isinstance(op, ln.ConcatenateOp) or not any(_is_zeros(x) for x in op.operands):
+        return None
+    use = v.get_unique_use()
+    if use is None or not isinstance(use.operation, ad.AccumOp) or use.index != 1:
+        return None
+    if not is_float(element(v)):
+        return None
+    return use.operation
+
+
+def _accum_pieces(em: CEmitter, op: Operation, concat: Operation) -> None:
+    """`cell += concatenate(pieces)`, piece by piece, skipping the zero ones."""
+    cell = em.ref(op.operands[0])
+    axis = get_int(concat.properties, "axis")
+    out = shape(concat.results[0])
+    outer, inner = math.prod(out[:axis]), math.prod(out[axis + 1 :])
+    offset = 0
+    for x in concat.operands:
+        width = shape(x)[axis]
+        if not _is_zeros(x):
+            run = width * inner
+            em.line(
+                f"for (int64_t o_ = 0; o_ < {outer}; ++o_) for (int64_t i_ = 0; i_ < {run}; ++i_) "
+                f"{cell}[o_ * {out[axis] * inner} + {offset * inner} + i_] += "
+                f"{em.ref(x)}[o_ * {run} + i_];"
+            )
+        offset += width
+
+
 def _concatenate(em: CEmitter, op: Operation) -> None:
+    if _accumulated_concat(op.results[0]) is not None:
+        # Added piece by piece where it is accumulated; its pieces live until then.
+        em.define(op.results[0])
+        for x in op.operands:
+            em.aliases(op.results[0], x)
+        return
     axis = get_int(op.properties, "axis")
     out = shape(op.results[0])
     out_strides = strides(out)
@@ -643,6 +692,9 @@ def _accum(em: CEmitter, op: Operation) -> None:
     if op in em.done:
         return  # added in by the op that made the value (a matmul)
     cell, g = op.operands
+    if _accumulated_concat(g) is op:
+        _accum_pieces(em, op, g.owner)
+        return
     cell_name, g_name = em.ref(cell), em.ref(g)
     add = "{0} + {1}" if is_float(element(g)) else "lanterna::wrap_add({0}, {1})"
     em.line(
