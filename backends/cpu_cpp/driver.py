@@ -42,9 +42,11 @@ BASE_FLAGS = (
     "-std=c++17",
     "-O2",
     # Let -O2 vectorize loops that need a runtime alias check or a remainder
-    # (all of ours), and sqrt without errno (generated code never reads it).
+    # (all of ours), sqrt without errno and selects on float compares (generated
+    # code reads neither errno nor the floating-point exception flags).
     "-fvect-cost-model=cheap",
     "-fno-math-errno",
+    "-fno-trapping-math",
     "-march=native",
     "-fPIC",
     "-shared",

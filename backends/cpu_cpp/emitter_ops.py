@@ -157,7 +157,7 @@ BINARY: dict[type[Operation], tuple[str, str]] = {
 UNARY: dict[type[Operation], tuple[str, str]] = {
     ln.NegOp: ("-{0}", "lanterna::wrap_neg({0})"),
     ln.AbsOp: same("lanterna::abs_of({0})"),
-    ln.ExpOp: same("std::exp({0})"),
+    ln.ExpOp: same("lanterna::exp({0})"),
     ln.LogOp: same("std::log({0})"),
     ln.TanhOp: same("lanterna::tanh({0})"),
     ln.SqrtOp: same("std::sqrt({0})"),

@@ -449,25 +449,54 @@ inline T minimum(T a, T b) {
 }
 
 // Split by sign so exp never overflows (as the reference does).
-// tanh for float without glibc's tanhf (which goes through expm1f and was a
-// third of an LSTM step): an odd polynomial near 0 (Cephes' tanhf, 2 ulp),
-// 1 - 2 / (exp(2|x|) + 1) elsewhere, +-1 past 9. Doubles use std::tanh.
+// exp for float that the compiler can vectorize (glibc's expf is a call per
+// element): n = rint(x log2 e), r = x - n ln 2 in two parts, a degree-6
+// polynomial for exp(r) (Cephes' expf, within 2 ulp), times 2^n built from its
+// exponent bits. Like expf: +inf past 88.72, NaN for NaN; results below 2^-126
+// (x < -87.34) are flushed to 0 instead of going subnormal. Vectorizes only
+// without -ftrapping-math (the driver compiles with -fno-trapping-math).
+inline float exp(float x) {
+    const float xc = std::max(std::min(x, 88.72283f), -87.4f);
+    const float n = std::rint(xc * 1.44269504088896341f);
+    const int32_t ti = static_cast<int32_t>(n);
+    const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    const int32_t e = std::min(ti, 127);  // 2^128 is no float: its last factor 2 apart
+    const int32_t bits = (e + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    float y = p * scale * (1.0f + static_cast<float>(ti - e));
+    y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
+    y = x < -87.33654f ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+inline double exp(double x) { return std::exp(x); }
+
+// tanh for float, branch-free so loops over it vectorize: an odd polynomial
+// near 0 (Cephes' tanhf, 2 ulp), 1 - 2 / (exp(2|x|) + 1) elsewhere (|x| capped
+// at 9, where tanh is 1 in float). Doubles use std::tanh.
 inline float tanh(float x) {
-    float ax = std::fabs(x);
-    if (ax < 0.625f) {
-        float z = x * x;
-        return ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-                 1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    }
-    if (ax > 9.0f) return std::copysign(1.0f, x);
-    return std::copysign(1.0f - 2.0f / (std::exp(2.0f * ax) + 1.0f), x);
+    const float ax = std::fabs(x);
+    const float z = x * x;
+    const float small =
+        ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+          1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    const float big = 1.0f - 2.0f / (exp(2.0f * std::min(ax, 9.0f)) + 1.0f);
+    return ax < 0.625f ? small : std::copysign(big, x);
 }
 
 inline double tanh(double x) { return std::tanh(x); }
 
 template <class T>
 inline T sigmoid(T x) {
-    T e = std::exp(-std::fabs(x));
+    T e = exp(-std::fabs(x));
     return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
 }
 
@@ -642,7 +671,7 @@ inline void softmax(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, b
             T total = T(0);
             for (int64_t r = 0; r < n; ++r) {
                 T shifted = src[r * inner] - mx;
-                T e = std::exp(shifted);
+                T e = exp(shifted);
                 total += e;
                 dst[r * inner] = log ? shifted : e;
             }
