@@ -377,13 +377,17 @@ def _accumulating_user(op: Operation) -> Operation | None:
         return None
     accum = use.operation
     block = op.parent_block()
-    if not isinstance(accum, ad.AccumOp) or accum.value is not r or accum.parent_block() is not block:
+    if (
+        not isinstance(accum, ad.AccumOp)
+        or accum.value is not r
+        or accum.parent_block() is not block
+    ):
         return None
     cell = accum.cell
     owner = cell.owner
-    if isinstance(owner, Operation) and owner.parent_block() is block:
-        if block.get_operation_index(owner) > block.get_operation_index(op):
-            return None
+    made_here = isinstance(owner, Operation) and owner.parent_block() is block
+    if made_here and block.get_operation_index(owner) > block.get_operation_index(op):
+        return None
     between = op.next_op
     while between is not None and between is not accum:
         if any(cell in inner.operands for inner in between.walk()):
@@ -642,6 +646,26 @@ def _conv2d(em: CEmitter, op: Operation) -> None:
     )
 
 
+def _conv2d_input_grad(em: CEmitter, op: Operation) -> None:
+    g, w = op.operands
+    o, _, kh, kw = shape(w)
+    stride, padding = get_ints(op.properties, "stride"), get_ints(op.properties, "padding")
+    win = window(op.results[0], (kh, kw), stride, padding)
+    y, _, _ = result(em, op)
+    em.line(f"lanterna::conv2d_input_grad({em.ref(g)}, {em.ref(w)}, {y}, {win}, {o});")
+
+
+def _conv2d_weight_grad(em: CEmitter, op: Operation) -> None:
+    x, g = op.operands
+    o, _, kh, kw = shape(op.results[0])
+    stride, padding = get_ints(op.properties, "stride"), get_ints(op.properties, "padding")
+    y, _, _ = result(em, op)
+    em.line(
+        f"lanterna::conv2d_weight_grad({em.ref(x)}, {em.ref(g)}, {y}, "
+        f"{window(x, (kh, kw), stride, padding)}, {o});"
+    )
+
+
 def _pool(em: CEmitter, op: Operation) -> None:
     x = op.operands[0]
     props = [get_ints(op.properties, k) for k in ("kernel", "stride", "padding")]
@@ -893,6 +917,8 @@ LN_TABLE: dict[type[Operation], Lowering] = {
     ln.NllLossOp: _loss,
     ln.CrossEntropyOp: _loss,
     ln.Conv2dOp: _conv2d,
+    ln.Conv2dInputGradOp: _conv2d_input_grad,
+    ln.Conv2dWeightGradOp: _conv2d_weight_grad,
     ln.MaxPool2dOp: _pool,
     ln.AvgPool2dOp: _pool,
     ln.MaxPool2dGradOp: _max_pool2d_grad,

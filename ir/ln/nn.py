@@ -11,10 +11,13 @@ All take f32 or f64 data; class targets are i32 or i64; images are NCHW.
     %y = ln.conv2d %x, %w {stride = array<i64: 1, 1>, padding = array<i64: 1, 1>}
         : tensor<8x3x32x32xf32>, tensor<16x3x3x3xf32>
 
-Adjoints. Convolution and average pooling are linear, and their adjoints are
-convolutions again (of the stride-dilated adjoint; see `conv2d_input_adjoint`),
-built from existing ops so they are differentiable once more. Max pooling routes
-each window's adjoint to its maximum through one helper op,
+Adjoints. Convolution and average pooling are linear. The two halves of a
+convolution's adjoint are ops of their own, `ln.conv2d_input_grad` (W^T @ g per
+image, scattered back: col2im) and `ln.conv2d_weight_grad` (g @ im2col(x)^T
+summed over images), so backends run each as one kernel instead of convolving
+transposed, padded, dilated copies of the batch; their adjoints are each other
+and `ln.conv2d`, so convolutions are differentiable any number of times. Max
+pooling routes each window's adjoint to its maximum through one helper op,
 `ln.max_pool2d_grad`, which a backend lowers as one kernel.
 """
 
@@ -49,17 +52,11 @@ from lanterna.ir.ln.base import (
     ints_prop,
     normalize_axis,
     want_arity,
+    want_given,
 )
 from lanterna.ir.ln.elementwise import CastOp, ConstantOp, EqOp, ExpOp, OnesOp
 from lanterna.ir.ln.reduce import SumOp
-from lanterna.ir.ln.shape import (
-    GatherOp,
-    ReshapeOp,
-    SliceOp,
-    TransposeOp,
-    check_indices,
-    scatter_strided,
-)
+from lanterna.ir.ln.shape import ReshapeOp, check_indices
 from lanterna.ir.types import (
     elt,
     expect_tensor,
@@ -380,90 +377,153 @@ class Conv2dOp(LnOp):
         stride = _pair(get_ints(self.properties, "stride"))
         padding = _pair(get_ints(self.properties, "padding"))
         if ab.wants(0):
-            kernel = _flip_transpose(ab, w)
-            ab.accum(0, conv2d_input_adjoint(ab, ab.grad, kernel, x.type, stride, padding))
+            ab.accum(0, ab.emit(Conv2dInputGradOp(ab.grad, w, x.type, stride, padding)))
         if ab.wants(1):
-            ab.accum(1, _conv2d_weight_adjoint(ab, x, ab.grad, w.type, stride, padding))
+            ab.accum(1, ab.emit(Conv2dWeightGradOp(x, ab.grad, w.type, stride, padding)))
 
 
-def _dilate(ab: AdjointBuilder, g: SSAValue, stride: tuple[int, int]) -> SSAValue:
-    """`g` [.., .., OH, OW] with stride - 1 zeros between neighbours along H and W."""
-    for axis, s in zip((2, 3), stride):
-        n = shape_of(g.type)[axis]
-        if n:
-            g = scatter_strided(ab, g, axis, (n - 1) * s + 1, 0, s)
-    return g
+class _Conv2dGradOp(LnOp):
+    """Shared rule of the two halves of conv2d's adjoint: `g` [N, O, OH, OW], the
+    adjoint of a conv2d result, and the conv2d's `stride` and `padding`; the result
+    type is spelled out (stride remainders make it ambiguous otherwise)."""
+
+    RESULT_IN_SYNTAX: ClassVar[bool] = True
+    stride = prop_def(DenseArrayBase)
+    padding = prop_def(DenseArrayBase)
+
+    @classmethod
+    def check_conv(cls, props: Props, x: Attribute, w: Attribute, g: Attribute) -> None:
+        """That `g` is the result type of conv2d(x, w) with these properties."""
+        expected = Conv2dOp.infer_type([x, w], props, None)
+        if g != expected:
+            raise VerifyException(
+                f"'{cls.name}': g {g} must be the type {expected} of conv2d of input {x} "
+                f"and weight {w}"
+            )
+
+    def window_args(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        return _pair(get_ints(self.properties, "stride")), _pair(
+            get_ints(self.properties, "padding")
+        )
 
 
-def _flip_transpose(ab: AdjointBuilder, w: SSAValue) -> SSAValue:
-    """An OIHW weight as IOHW with both spatial axes reversed: the kernel that
-    turns a correlation into its transpose. `ln.gather` reverses axis 0, so each
-    spatial axis is brought to the front in turn."""
-    _, _, kh, kw = shape_of(w.type)
+@irdl_op_definition
+class Conv2dInputGradOp(_Conv2dGradOp):
+    """The adjoint of `ln.conv2d`'s input: `g` carried back through the weight `w`
+    [O, C, KH, KW] to the input, of the result type [N, C, H, W]; rows and columns
+    no window reached get zeros. Backends compute W^T @ g per image and scatter
+    the columns back (col2im).
 
-    def reverse_front(v: SSAValue, n: int) -> SSAValue:
-        if n == 1:
-            return v
-        rows = ab.emit(ConstantOp.of(np.arange(n - 1, -1, -1, dtype=np.int64)))
-        return ab.emit(GatherOp(v, rows))
+        %dx = ln.conv2d_input_grad %g, %w {padding = array<i64: 0, 0>, stride = array<i64: 1, 1>}
+                : tensor<2x4x6x6xf32>, tensor<4x3x3x3xf32> -> tensor<2x3x8x8xf32>
 
-    v = reverse_front(ab.emit(TransposeOp(w, (2, 3, 1, 0))), kh)  # [KH, KW, C, O]
-    v = reverse_front(ab.emit(TransposeOp(v, (1, 0, 2, 3))), kw)  # [KW, KH, C, O]
-    return ab.emit(TransposeOp(v, (2, 3, 1, 0)))  # [C, O, KH, KW]
-
-
-def conv2d_input_adjoint(
-    ab: AdjointBuilder,
-    g: SSAValue,
-    kernel: SSAValue,
-    x_type: Attribute,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-) -> SSAValue:
-    """The adjoint of a conv2d's input, of type `x_type` [N, C, H, W], given the
-    result's adjoint `g` [N, O, OH, OW] and `kernel`, the weight in IOHW layout
-    with both spatial axes reversed (see `_flip_transpose`).
-
-    A "full" correlation (padding KH - 1, KW - 1) of the stride-dilated `g` with
-    that kernel gives the adjoint of the zero-padded input over the rows and
-    columns some window touched; cut the padding off, and zero-fill the rows and
-    columns past the last window (the remainder of (H + 2 * ph - KH) / sh).
+    It has no adjoint of its own (no second derivative through convolutions).
     """
-    _, _, kh, kw = shape_of(kernel.type)
-    full = ab.emit(Conv2dOp(_dilate(ab, g, stride), kernel, padding=(kh - 1, kw - 1)))
-    v = full
-    for axis, pad in zip((2, 3), padding):
-        size = shape_of(x_type)[axis]
-        covered = shape_of(v.type)[axis]
-        lo, hi = min(pad, covered), min(pad + size, covered)
-        if (lo, hi) != (0, covered):
-            shape = shape_of(v.type)
-            start = [lo if d == axis else 0 for d in range(4)]
-            stop = [hi if d == axis else n for d, n in enumerate(shape)]
-            v = ab.emit(SliceOp(v, start, stop))
-        v = scatter_strided(ab, v, axis, size, 0, 1)
-    return v
+
+    name = "ln.conv2d_input_grad"
+    g = operand_def(TensorType)
+    w = operand_def(TensorType)
+
+    def __init__(
+        self,
+        g: Operand,
+        w: Operand,
+        result_type: Attribute,
+        stride: int | Sequence[int] = (1, 1),
+        padding: int | Sequence[int] = (0, 0),
+    ):
+        super().__init__(
+            g,
+            w,
+            result_type=result_type,
+            stride=ints_prop(_pair(stride)),
+            padding=ints_prop(_pair(padding)),
+        )
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        rt = want_given(cls.name, result_type)
+        g, w = operand_types
+        cls.check_conv(props, rt, w, g)
+        return rt
+
+    def evaluate(self, g: np.ndarray, w: np.ndarray) -> np.ndarray:
+        (sh, sw), (ph, pw) = self.window_args()
+        n, c, h, wd = shape_of(self.result.type)
+        _, _, kh, kw = w.shape
+        oh, ow = g.shape[2:]
+        out = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=g.dtype)
+        for u in range(kh):
+            for v in range(kw):
+                part = np.einsum("noij,oc->ncij", g, w[:, :, u, v])
+                out[:, :, u : u + (oh - 1) * sh + 1 : sh, v : v + (ow - 1) * sw + 1 : sw] += part
+        return out[:, :, ph : ph + h, pw : pw + wd].copy()
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # dx is linear in g (the transpose of a conv2d) and in w.
+        g, w = ab.operands
+        stride, padding = self.window_args()
+        if ab.wants(0):
+            ab.accum(0, ab.emit(Conv2dOp(ab.grad, w, stride, padding)))
+        if ab.wants(1):
+            ab.accum(1, ab.emit(Conv2dWeightGradOp(ab.grad, g, w.type, stride, padding)))
 
 
-def _conv2d_weight_adjoint(
-    ab: AdjointBuilder,
-    x: SSAValue,
-    g: SSAValue,
-    w_type: Attribute,
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-) -> SSAValue:
-    """dw[o, c, u, v] = sum over n, i, j of g[n, o, i, j] * x_padded[n, c, i*sh + u, j*sw + v]:
-    a correlation of the input (batch as channels) with the stride-dilated adjoint
-    (batch as input channels), cut to the kernel size."""
-    _, _, kh, kw = shape_of(w_type)
-    xt = ab.emit(TransposeOp(x, (1, 0, 2, 3)))  # [C, N, H, W]
-    gt = _dilate(ab, ab.emit(TransposeOp(g, (1, 0, 2, 3))), stride)  # [O, N, OH', OW']
-    r = ab.emit(Conv2dOp(xt, gt, padding=padding))  # [C, O, >= KH, >= KW]
-    c, o, rh, rw = shape_of(r.type)
-    if (rh, rw) != (kh, kw):
-        r = ab.emit(SliceOp(r, (0, 0, 0, 0), (c, o, kh, kw)))
-    return ab.emit(TransposeOp(r, (1, 0, 2, 3)))
+@irdl_op_definition
+class Conv2dWeightGradOp(_Conv2dGradOp):
+    """The adjoint of `ln.conv2d`'s weight: the correlation of the input `x`
+    [N, C, H, W] with `g`, summed over the batch, of the result type
+    [O, C, KH, KW]. Backends compute g @ im2col(x)^T per image, accumulated.
+
+        %dw = ln.conv2d_weight_grad %x, %g {padding = array<i64: 0, 0>, stride = array<i64: 1, 1>}
+                : tensor<2x3x8x8xf32>, tensor<2x4x6x6xf32> -> tensor<4x3x3x3xf32>
+
+    It has no adjoint of its own (no second derivative through convolutions).
+    """
+
+    name = "ln.conv2d_weight_grad"
+    x = operand_def(TensorType)
+    g = operand_def(TensorType)
+
+    def __init__(
+        self,
+        x: Operand,
+        g: Operand,
+        result_type: Attribute,
+        stride: int | Sequence[int] = (1, 1),
+        padding: int | Sequence[int] = (0, 0),
+    ):
+        super().__init__(
+            x,
+            g,
+            result_type=result_type,
+            stride=ints_prop(_pair(stride)),
+            padding=ints_prop(_pair(padding)),
+        )
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        rt = want_given(cls.name, result_type)
+        x, g = operand_types
+        cls.check_conv(props, x, rt, g)
+        return rt
+
+    def evaluate(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+        stride, padding = self.window_args()
+        _, _, kh, kw = shape_of(self.result.type)
+        cols = _windows(x, (kh, kw), stride, padding, 0.0)  # [N, C, OH, OW, KH, KW]
+        return np.ascontiguousarray(np.einsum("ncijuv,noij->ocuv", cols, g)).astype(x.dtype)
+
+    def adjoint(self, ab: AdjointBuilder) -> None:
+        # dw is linear in x and in g: the adjoint of each is the other half.
+        x, g = ab.operands
+        stride, padding = self.window_args()
+        if ab.wants(0):
+            ab.accum(0, ab.emit(Conv2dInputGradOp(g, ab.grad, x.type, stride, padding)))
+        if ab.wants(1):
+            ab.accum(1, ab.emit(Conv2dOp(x, ab.grad, stride, padding)))
 
 
 def _pooled_type(op_name: str, x: Attribute, props: Props) -> TensorType:
@@ -568,7 +628,7 @@ class AvgPool2dOp(_Pool2dOp):
         g = ab.div(ab.grad, ab.const(float(kernel[0] * kernel[1]), ab.grad))
         g = ab.emit(ReshapeOp(g, (n * c, 1, oh, ow)))
         ones = ab.emit(OnesOp(result_type=tensor((1, 1, *kernel), e)))
-        dx = conv2d_input_adjoint(ab, g, ones, tensor((n * c, 1, h, w), e), stride, padding)
+        dx = ab.emit(Conv2dInputGradOp(g, ones, tensor((n * c, 1, h, w), e), stride, padding))
         ab.accum(0, ab.emit(ReshapeOp(dx, x.type)))
 
 
@@ -732,6 +792,8 @@ NN_OPS = [
     NllLossOp,
     CrossEntropyOp,
     Conv2dOp,
+    Conv2dInputGradOp,
+    Conv2dWeightGradOp,
     MaxPool2dOp,
     MaxPool2dGradOp,
     AvgPool2dOp,

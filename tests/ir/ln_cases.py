@@ -33,7 +33,9 @@ from lanterna.ir.ln import (
     CastOp,
     ConcatenateOp,
     ConstantOp,
+    Conv2dInputGradOp,
     Conv2dOp,
+    Conv2dWeightGradOp,
     CrossEntropyOp,
     DivOp,
     DropoutOp,
@@ -198,6 +200,26 @@ def conv2d_ref(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: t
     out = np.zeros((n, o, oh, ow))
     for b, f, i, j in itertools.product(range(n), range(o), range(oh), range(ow)):
         out[b, f, i, j] = np.sum(xp[b, :, i * sh : i * sh + kh, j * sw : j * sw + kw] * w[f])
+    return out
+
+
+def conv2d_input_grad_ref(g, w, x_shape, stride, padding) -> np.ndarray:
+    """Every output entry's adjoint times the weight, added back over its window."""
+    (sh, sw), (ph, pw), (kh, kw) = stride, padding, w.shape[2:]
+    n, c, h, wd = x_shape
+    out = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    for b, f, i, j in itertools.product(range(n), range(w.shape[0]), *map(range, g.shape[2:])):
+        out[b, :, i * sh : i * sh + kh, j * sw : j * sw + kw] += g[b, f, i, j] * w[f]
+    return out[:, :, ph : ph + h, pw : pw + wd]
+
+
+def conv2d_weight_grad_ref(x, g, kernel, stride, padding) -> np.ndarray:
+    """Every output entry's adjoint times its input window, summed."""
+    xp = padded(x, padding, 0.0)
+    (sh, sw), (kh, kw) = stride, kernel
+    out = np.zeros((g.shape[1], x.shape[1], kh, kw))
+    for b, f, i, j in itertools.product(range(x.shape[0]), range(g.shape[1]), *map(range, g.shape[2:])):
+        out[f] += g[b, f, i, j] * xp[b, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
     return out
 
 
@@ -426,6 +448,21 @@ CASES: list[Case] = [
     Case("conv2d-stride-pad", Conv2dOp, (a(1, 2, 6, 5), a(3, 2, 3, 2)),
          lambda v, f: Conv2dOp(v[0], v[1], stride=(2, 1), padding=(1, 2)),
          lambda x, w: conv2d_ref(x, w, (2, 1), (1, 2))),
+    Case("conv2d_input_grad", Conv2dInputGradOp, (a(2, 4, 3, 3), a(4, 3, 3, 3)),
+         lambda v, f: Conv2dInputGradOp(v[0], v[1], tensor((2, 3, 5, 5), f)),
+         lambda g, w: conv2d_input_grad_ref(g, w, (2, 3, 5, 5), (1, 1), (0, 0))),
+    # Stride 2 along H with a remainder row no window reaches; padding along W.
+    Case("conv2d_input_grad-stride-pad", Conv2dInputGradOp, (a(1, 3, 3, 6), a(3, 2, 3, 2)),
+         lambda v, f: Conv2dInputGradOp(v[0], v[1], tensor((1, 2, 8, 5), f), stride=(2, 1),
+                                        padding=(0, 1)),
+         lambda g, w: conv2d_input_grad_ref(g, w, (1, 2, 8, 5), (2, 1), (0, 1))),
+    Case("conv2d_weight_grad", Conv2dWeightGradOp, (a(2, 3, 5, 5), a(2, 4, 3, 3)),
+         lambda v, f: Conv2dWeightGradOp(v[0], v[1], tensor((4, 3, 3, 3), f)),
+         lambda x, g: conv2d_weight_grad_ref(x, g, (3, 3), (1, 1), (0, 0))),
+    Case("conv2d_weight_grad-stride-pad", Conv2dWeightGradOp, (a(1, 2, 8, 5), a(1, 3, 3, 6)),
+         lambda v, f: Conv2dWeightGradOp(v[0], v[1], tensor((3, 2, 3, 2), f), stride=(2, 1),
+                                         padding=(0, 1)),
+         lambda x, g: conv2d_weight_grad_ref(x, g, (3, 2), (2, 1), (0, 1))),
     Case("max_pool2d", MaxPool2dOp, (a(2, 3, 4, 6),), lambda v, f: MaxPool2dOp(v[0]),
          lambda x: pool_ref(x, (2, 2), (2, 2), (0, 0), "max")),
     Case("max_pool2d-pad", MaxPool2dOp, (a(1, 2, 5, 5),),

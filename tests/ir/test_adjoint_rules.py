@@ -37,7 +37,9 @@ from lanterna.ir.ln import (
     CastOp,
     ConcatenateOp,
     ConstantOp,
+    Conv2dInputGradOp,
     Conv2dOp,
+    Conv2dWeightGradOp,
     CrossEntropyOp,
     DivOp,
     DropoutOp,
@@ -272,6 +274,14 @@ CASES: list[Case] = [
     # The only window along H sees padding alone: no adjoint reaches x there.
     Case("conv2d-window-in-padding", Conv2dOp, (a(1, 1, 1, 3), a(1, 1, 1, 1)),
          lambda v, f: Conv2dOp(v[0], v[1], stride=(10, 1), padding=(3, 0))),
+    # The two halves of conv2d's adjoint are linear in both operands; their
+    # adjoints are each other and conv2d (second order through convolutions).
+    Case("conv2d_input_grad", Conv2dInputGradOp, (a(1, 2, 3, 3), a(2, 3, 3, 2)),
+         lambda v, f: Conv2dInputGradOp(v[0], v[1], tensor((1, 3, 6, 4), f), stride=(2, 1),
+                                        padding=(1, 0))),
+    Case("conv2d_weight_grad", Conv2dWeightGradOp, (a(1, 3, 6, 4), a(1, 2, 3, 3)),
+         lambda v, f: Conv2dWeightGradOp(v[0], v[1], tensor((2, 3, 3, 2), f), stride=(2, 1),
+                                         padding=(1, 0))),
     Case("max_pool2d", MaxPool2dOp, (a(2, 3, 4, 6),), lambda v, f: MaxPool2dOp(v[0])),
     Case("max_pool2d-overlap-pad", MaxPool2dOp, (a(1, 2, 5, 5),),
          lambda v, f: MaxPool2dOp(v[0], kernel=3, stride=(2, 1), padding=1)),

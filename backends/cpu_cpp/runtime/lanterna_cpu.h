@@ -708,29 +708,80 @@ struct Window {
     int64_t ow() const { return (w + 2 * pw - kw) / sw + 1; }
 };
 
+// One image's windows as columns: col[C*KH*KW, OH*OW], zeros where a window
+// overhangs the padding.
+template <class T>
+inline void im2col(const T* img, T* col, const Window& g) {
+    const int64_t oh = g.oh(), ow = g.ow(), cols = oh * ow;
+    for (int64_t ch = 0; ch < g.c; ++ch)
+        for (int64_t u = 0; u < g.kh; ++u)
+            for (int64_t v = 0; v < g.kw; ++v) {
+                T* dst = col + ((ch * g.kh + u) * g.kw + v) * cols;
+                for (int64_t i = 0; i < oh; ++i) {
+                    int64_t r = i * g.sh + u - g.ph;
+                    for (int64_t j = 0; j < ow; ++j) {
+                        int64_t s = j * g.sw + v - g.pw;
+                        bool inside = r >= 0 && r < g.h && s >= 0 && s < g.w;
+                        dst[i * ow + j] = inside ? img[(ch * g.h + r) * g.w + s] : T(0);
+                    }
+                }
+            }
+}
+
 // y[N, O, OH, OW] = correlation of x[N, C, H, W] with w[O, C, KH, KW]:
 // per image, im2col into [C*KH*KW, OH*OW], then one GEMM.
 template <class T>
 inline void conv2d(const T* x, const T* wt, T* y, const Window& g, int64_t o) {
-    const int64_t oh = g.oh(), ow = g.ow(), rows = g.c * g.kh * g.kw, cols = oh * ow;
+    const int64_t rows = g.c * g.kh * g.kw, cols = g.oh() * g.ow();
     T* col = alloc<T>(rows * cols);
     for (int64_t n = 0; n < g.n; ++n) {
-        const T* img = x + n * g.c * g.h * g.w;
+        im2col(x + n * g.c * g.h * g.w, col, g);
+        gemm(false, false, o, cols, rows, wt, rows, col, cols, y + n * o * cols, cols);
+    }
+    release(col, sizeof(T) * static_cast<size_t>(rows * cols));
+}
+
+// The adjoint of conv2d's input: dx[N, C, H, W] from gy[N, O, OH, OW] and
+// w[O, C, KH, KW]. Per image, col = W^T @ gy_n, then col2im adds each column
+// entry back to the input position it was read from.
+template <class T>
+inline void conv2d_input_grad(const T* gy, const T* wt, T* dx, const Window& g, int64_t o) {
+    const int64_t oh = g.oh(), ow = g.ow(), rows = g.c * g.kh * g.kw, cols = oh * ow;
+    T* col = alloc<T>(rows * cols);
+    std::memset(static_cast<void*>(dx), 0, sizeof(T) * static_cast<size_t>(g.n * g.c * g.h * g.w));
+    for (int64_t n = 0; n < g.n; ++n) {
+        gemm(true, false, rows, cols, o, wt, rows, gy + n * o * cols, cols, col, cols);
+        T* img = dx + n * g.c * g.h * g.w;
         for (int64_t ch = 0; ch < g.c; ++ch)
             for (int64_t u = 0; u < g.kh; ++u)
                 for (int64_t v = 0; v < g.kw; ++v) {
-                    T* dst = col + ((ch * g.kh + u) * g.kw + v) * cols;
+                    const T* src = col + ((ch * g.kh + u) * g.kw + v) * cols;
                     for (int64_t i = 0; i < oh; ++i) {
                         int64_t r = i * g.sh + u - g.ph;
+                        if (r < 0 || r >= g.h) continue;
+                        T* dst = img + (ch * g.h + r) * g.w;
                         for (int64_t j = 0; j < ow; ++j) {
                             int64_t s = j * g.sw + v - g.pw;
-                            bool inside = r >= 0 && r < g.h && s >= 0 && s < g.w;
-                            dst[i * ow + j] = inside ? img[(ch * g.h + r) * g.w + s] : T(0);
+                            if (s >= 0 && s < g.w) dst[s] += src[i * ow + j];
                         }
                     }
                 }
-        gemm(false, false, o, cols, rows, wt, rows, col, cols, y + n * o * cols, cols);
     }
+    release(col, sizeof(T) * static_cast<size_t>(rows * cols));
+}
+
+// The adjoint of conv2d's weight: dw[O, C, KH, KW] = sum over images of
+// gy_n[O, OH*OW] @ im2col(x_n)^T.
+template <class T>
+inline void conv2d_weight_grad(const T* x, const T* gy, T* dw, const Window& g, int64_t o) {
+    const int64_t rows = g.c * g.kh * g.kw, cols = g.oh() * g.ow();
+    if (g.n == 0) std::memset(static_cast<void*>(dw), 0, sizeof(T) * static_cast<size_t>(o * rows));
+    T* col = alloc<T>(rows * cols);
+    for (int64_t n = 0; n < g.n; ++n) {
+        im2col(x + n * g.c * g.h * g.w, col, g);
+        gemm(false, true, o, rows, cols, gy + n * o * cols, cols, col, cols, dw, rows, n > 0);
+    }
+    release(col, sizeof(T) * static_cast<size_t>(rows * cols));
 }
 
 template <class T>

@@ -390,6 +390,20 @@ CASES = [
         "1x3x3x4xF",
     ),
     Case(
+        "conv2d_input_grad",
+        [("1x3x3x6", "F"), ("3x2x3x2", "F")],
+        "%r = ln.conv2d_input_grad %a, %b {stride = array<i64: 2, 1>, padding = array<i64: 0, 1>} "
+        ": tensor<1x3x3x6xF>, tensor<3x2x3x2xF> -> tensor<1x2x8x5xF>",
+        "1x2x8x5xF",
+    ),
+    Case(
+        "conv2d_weight_grad",
+        [("2x2x8x5", "F"), ("2x3x3x6", "F")],
+        "%r = ln.conv2d_weight_grad %a, %b {stride = array<i64: 2, 1>, padding = array<i64: 0, 1>} "
+        ": tensor<2x2x8x5xF>, tensor<2x3x3x6xF> -> tensor<3x2x3x2xF>",
+        "3x2x3x2xF",
+    ),
+    Case(
         "max_pool",
         [("2x2x6x6", "F")],
         "%r = ln.max_pool2d %a {kernel = array<i64: 2, 2>, stride = array<i64: 2, 2>, "

@@ -324,3 +324,11 @@ func.func @fused_captures(%a: tensor<3xf32>, %b: tensor<f32>) {
   }
   func.return
 }
+
+// -----
+
+func.func @conv2d_input_grad_wrong_g(%g: tensor<1x3x3x4xf32>, %w: tensor<3x2x3x2xf32>) {
+  // expected-error@+1 {{'ln.conv2d_input_grad': g tensor<1x3x3x4xf32> must be the type tensor<1x3x3x6xf32> of conv2d of input tensor<1x2x8x5xf32> and weight tensor<3x2x3x2xf32>}}
+  %r = ln.conv2d_input_grad %g, %w {stride = array<i64: 2, 1>, padding = array<i64: 0, 1>} : tensor<1x3x3x4xf32>, tensor<3x2x3x2xf32> -> tensor<1x2x8x5xf32>
+  func.return
+}
