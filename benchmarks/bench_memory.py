@@ -2,7 +2,8 @@
 
 Trains the LSTM character model (benchmarks/models/lstm.py sizes: hidden 50,
 batch 20) on one sequence of 1,000 steps -- forward, backward and Adagrad update
-in one compiled call -- in five variants, each in a process of its own:
+in one compiled call (the model's own step; `Config(checkpoint=True)` puts each
+time step in `ln.checkpoint`) -- in five variants, each in a process of its own:
 
 * `callbacks`: the cpu pipeline without `reverse-loops`; the time loop is a
   chain of callbacks (a recursive closure), the paper's form;
@@ -27,8 +28,6 @@ and the median time per step.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 import resource
@@ -40,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_passes import load_model  # this folder is on the path when run as a script
 
 HERE = Path(__file__).resolve().parent
-MODELS_PACKAGE = "lanterna_benchmark_models"
 VARIANTS = {
     # name: (without reverse-loops, checkpoint, buffer reuse)
     "callbacks": (True, False, True),
@@ -53,62 +52,12 @@ VARIANTS = {
 }
 
 
-def load_model(name: str) -> Any:
-    if MODELS_PACKAGE not in sys.modules:
-        folder = HERE / "models"
-        spec = importlib.util.spec_from_file_location(
-            MODELS_PACKAGE, folder / "__init__.py", submodule_search_locations=[str(folder)]
-        )
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot load {folder}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[MODELS_PACKAGE] = module
-        spec.loader.exec_module(module)
-    return importlib.import_module(f"{MODELS_PACKAGE}.{name}")
-
-
 def _vm_stack_kib() -> int:
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmStk:"):
                 return int(line.split()[1])
     return 0
-
-
-def make_step(model: Any, config: Any, checkpoint: bool, pipeline: str) -> Any:
-    """The model's training step, with each time step optionally checkpointed."""
-    import lanterna as ln
-
-    def loss_fn(params: Any, h0: Any, c0: Any, inputs: Any, targets: Any) -> Any:
-        vocab = params["out"]["b"].shape[0]
-        one_hot = np.eye(vocab, dtype=np.float32)
-
-        def step(h: Any, c: Any, x: Any, y: Any) -> Any:
-            h, c = ln.nn.lstm_cell(params["cell"], ln.take(one_hot, x), h, c)
-            logits = ln.nn.linear(params["out"], h)
-            return h, c, ln.cross_entropy(logits, y, reduction="sum")
-
-        cell = ln.checkpoint(step) if checkpoint else step
-
-        def body(t: Any, carry: Any) -> Any:
-            h, c, loss = carry
-            h, c, term = cell(h, c, inputs[t], targets[t])
-            return h, c, loss + term
-
-        h, c, loss = ln.fori_loop(0, inputs.shape[0], body, (h0, c0, 0.0))
-        return loss / inputs.shape[1], (h, c)
-
-    opt = ln.optim.adagrad(config.lr)
-
-    def lstm_step(state: Any, batch: Any) -> Any:
-        (loss, (h, c)), g = ln.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["h"], state["c"], batch["inputs"], batch["targets"]
-        )
-        g = ln.optim.clip_by_value(g, config.clip)
-        params, opt_state = opt.update(g, state["opt"], state["params"])
-        return loss, {"params": params, "opt": opt_state, "h": h, "c": c}
-
-    return ln.jit(lstm_step, backend="cpu", pipeline=pipeline)
 
 
 def run_variant(name: str, quick: bool, seq: int, steps: int) -> dict[str, Any]:
@@ -118,11 +67,20 @@ def run_variant(name: str, quick: bool, seq: int, steps: int) -> dict[str, Any]:
     no_reverse, checkpoint, reuse = VARIANTS[name]
     os.environ["LANTERNA_CPU_REUSE"] = "1" if reuse else "0"
     load_bridge()
+    import lanterna as ln
+
     model = load_model("lstm")
-    config = model.Config.small(seq=seq) if quick else model.Config(batch=20, seq=seq)
+    config = (
+        model.Config.small(seq=seq, checkpoint=checkpoint)
+        if quick
+        else model.Config(batch=20, seq=seq, checkpoint=checkpoint)
+    )
     passes = CpuBackend.default_pipeline.split(",")
     pipeline = ",".join(p for p in passes if not (no_reverse and p == "reverse-loops"))
-    jitted = make_step(model, config, checkpoint, pipeline)
+    # The model's own training step (its time steps in ln.checkpoint when asked),
+    # compiled with this variant's pipeline.
+    step = model.make_step(config, "cpu").__wrapped__
+    jitted = ln.jit(step, backend="cpu", pipeline=pipeline)
     rng = np.random.default_rng(0)
     state = model.init(rng, config)
     batches = [b for _, b in zip(range(steps + 1), model.batches(rng, config))]

@@ -25,6 +25,8 @@ the forward loop pushes, the backward loop pops in reverse order.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from xdsl.dialects.builtin import TensorType
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
@@ -105,99 +107,123 @@ class ZeroLikeOp(_NewCellOp):
     name = "ad.zero_like"
 
 
+class _PutOp(IRDLOperation):
+    """`<op> %into, %value {attrs} : <container type>`: puts a value of the
+    container's element type into a cell or a stack (the first operand)."""
+
+    WHAT: ClassVar[str]
+    CONTAINER: ClassVar[type[Attribute]]
+
+    def __init__(self, into: SSAValue | IRDLOperation, value: SSAValue | IRDLOperation):
+        super().__init__(operands=[SSAValue.get(into), SSAValue.get(value)])
+
+    def verify_(self) -> None:
+        into, value = self.operands
+        elem = into.type.elem  # type: ignore[attr-defined]
+        if elem != value.type:
+            raise VerifyException(
+                f"'{self.name}': value has type {value.type} but the {self.WHAT} holds {elem}"
+            )
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        into = parser.parse_unresolved_operand()
+        parser.parse_punctuation(",")
+        v = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = _parse_container_type(parser, cls.CONTAINER)
+        op = cls(parser.resolve_operand(into, t), parser.resolve_operand(v, t.elem))  # type: ignore[attr-defined]
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        into, value = self.operands
+        printer.print_string(" ")
+        printer.print_operand(into)
+        printer.print_string(", ")
+        printer.print_operand(value)
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(into.type)
+
+
+class _TakeOp(IRDLOperation):
+    """`%v = <op> %from {attrs} : <container type>`: a value of the container's
+    element type taken from a cell or a stack."""
+
+    WHAT: ClassVar[str]
+    CONTAINER: ClassVar[type[Attribute]]
+
+    def __init__(self, source: SSAValue | IRDLOperation):
+        src = SSAValue.get(source)
+        container = src.type
+        assert isinstance(container, self.CONTAINER)
+        super().__init__(operands=[src], result_types=[container.elem])  # type: ignore[attr-defined]
+
+    def verify_(self) -> None:
+        elem = self.operands[0].type.elem  # type: ignore[attr-defined]
+        if elem != self.results[0].type:
+            raise VerifyException(
+                f"'{self.name}': result {self.results[0].type} does not match the "
+                f"{self.WHAT}'s {elem}"
+            )
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        source = parser.parse_unresolved_operand()
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        t = _parse_container_type(parser, cls.CONTAINER)
+        op = cls(parser.resolve_operand(source, t))
+        op.attributes.update(attrs)
+        return op
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_operand(self.operands[0])
+        printer.print_op_attributes(self.attributes)
+        printer.print_string(" : ")
+        printer.print_attribute(self.operands[0].type)
+
+
+def _parse_container_type(parser: Parser, kind: type[Attribute]) -> Attribute:
+    pos = parser.pos
+    t = parser.parse_type()
+    if not isinstance(t, kind):
+        name = kind.name  # type: ignore[attr-defined]
+        parser.raise_error(f"expected an !{name}<...> type, got {t}", pos, parser.pos)
+    return t
+
+
 @irdl_op_definition
-class AccumOp(IRDLOperation):
+class AccumOp(_PutOp):
     """Adds a contribution into a cell, in place.
 
     ad.accum %c, %g : !ad.cell<tensor<3xf32>>
     """
 
     name = "ad.accum"
+    WHAT: ClassVar[str] = "cell"
+    CONTAINER: ClassVar[type[Attribute]] = CellType
     cell = operand_def(CellType)
     value = operand_def(TensorType)
     traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
 
-    def __init__(self, cell: SSAValue | IRDLOperation, value: SSAValue | IRDLOperation):
-        super().__init__(operands=[SSAValue.get(cell), SSAValue.get(value)])
-
-    def verify_(self) -> None:
-        ct = self.cell.type
-        assert isinstance(ct, CellType)
-        if ct.elem != self.value.type:
-            raise VerifyException(
-                f"'{self.name}': value has type {self.value.type} but the cell holds {ct.elem}"
-            )
-
-    @classmethod
-    def parse(cls, parser: Parser) -> IRDLOperation:
-        c = parser.parse_unresolved_operand()
-        parser.parse_punctuation(",")
-        v = parser.parse_unresolved_operand()
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        pos = parser.pos
-        t = parser.parse_type()
-        if not isinstance(t, CellType):
-            parser.raise_error(f"expected an !ad.cell<...> type, got {t}", pos, parser.pos)
-        op = cls(parser.resolve_operand(c, t), parser.resolve_operand(v, t.elem))
-        op.attributes.update(attrs)
-        return op
-
-    def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        printer.print_operand(self.cell)
-        printer.print_string(", ")
-        printer.print_operand(self.value)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.cell.type)
-
 
 @irdl_op_definition
-class LoadOp(IRDLOperation):
+class LoadOp(_TakeOp):
     """Reads a cell's current value.
 
     %g = ad.load %c : !ad.cell<tensor<3xf32>>
     """
 
     name = "ad.load"
+    WHAT: ClassVar[str] = "cell"
+    CONTAINER: ClassVar[type[Attribute]] = CellType
     cell = operand_def(CellType)
     value = result_def(TensorType)
     traits = traits_def(MemoryReadEffect())
-
-    def __init__(self, cell: SSAValue | IRDLOperation):
-        c = SSAValue.get(cell)
-        ct = c.type
-        assert isinstance(ct, CellType)
-        super().__init__(operands=[c], result_types=[ct.elem])
-
-    def verify_(self) -> None:
-        ct = self.cell.type
-        assert isinstance(ct, CellType)
-        if ct.elem != self.value.type:
-            raise VerifyException(
-                f"'{self.name}': result {self.value.type} does not match the cell's {ct.elem}"
-            )
-
-    @classmethod
-    def parse(cls, parser: Parser) -> IRDLOperation:
-        c = parser.parse_unresolved_operand()
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        pos = parser.pos
-        t = parser.parse_type()
-        if not isinstance(t, CellType):
-            parser.raise_error(f"expected an !ad.cell<...> type, got {t}", pos, parser.pos)
-        op = cls(parser.resolve_operand(c, t))
-        op.attributes.update(attrs)
-        return op
-
-    def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        printer.print_operand(self.cell)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.cell.type)
 
 
 @irdl_op_definition
@@ -233,19 +259,13 @@ def _print_new_cell(op: _NewCellOp, printer: Printer) -> None:
     printer.print_attribute(op.value.type)
 
 
-@irdl_op_definition
-class ZeroCellOp(IRDLOperation):
-    """A fresh cell holding zeros of a tensor type.
+class _NewContainerOp(IRDLOperation):
+    """`%r = <op> {attrs} : T`: a fresh cell or stack of elements of type T."""
 
-    %c = ad.zero_cell : tensor<3xf32>
-    """
-
-    name = "ad.zero_cell"
-    cell = result_def(CellType)
-    traits = traits_def(MemoryAllocEffect())
+    CONTAINER: ClassVar[type[Attribute]]
 
     def __init__(self, elem: Attribute):
-        super().__init__(result_types=[CellType(elem)])
+        super().__init__(result_types=[self.CONTAINER(elem)])  # type: ignore[call-arg]
 
     @classmethod
     def parse(cls, parser: Parser) -> IRDLOperation:
@@ -253,7 +273,7 @@ class ZeroCellOp(IRDLOperation):
         parser.parse_punctuation(":")
         pos = parser.pos
         t = parser.parse_type()
-        if not isinstance(t, TensorType):
+        if cls.CONTAINER is CellType and not isinstance(t, TensorType):
             parser.raise_error(
                 f"'{cls.name}' makes a cell of a tensor type, got {t}", pos, parser.pos
             )
@@ -264,9 +284,20 @@ class ZeroCellOp(IRDLOperation):
     def print(self, printer: Printer) -> None:
         printer.print_op_attributes(self.attributes)
         printer.print_string(" : ")
-        cell_type = self.cell.type
-        assert isinstance(cell_type, CellType)
-        printer.print_attribute(cell_type.elem)
+        printer.print_attribute(self.results[0].type.elem)  # type: ignore[attr-defined]
+
+
+@irdl_op_definition
+class ZeroCellOp(_NewContainerOp):
+    """A fresh cell holding zeros of a tensor type.
+
+    %c = ad.zero_cell : tensor<3xf32>
+    """
+
+    name = "ad.zero_cell"
+    CONTAINER: ClassVar[type[Attribute]] = CellType
+    cell = result_def(CellType)
+    traits = traits_def(MemoryAllocEffect())
 
 
 @irdl_attr_definition
@@ -290,129 +321,46 @@ class StackType(ParametrizedAttribute, TypeAttribute):
 
 
 @irdl_op_definition
-class StackOp(IRDLOperation):
+class StackOp(_NewContainerOp):
     """A fresh, empty stack of values of one type.
 
     %s = ad.stack : tensor<3xf32>
     """
 
     name = "ad.stack"
+    CONTAINER: ClassVar[type[Attribute]] = StackType
     stack = result_def(StackType)
     traits = traits_def(MemoryAllocEffect())
 
-    def __init__(self, elem: Attribute):
-        super().__init__(result_types=[StackType(elem)])
-
-    @classmethod
-    def parse(cls, parser: Parser) -> IRDLOperation:
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        op = cls(parser.parse_type())
-        op.attributes.update(attrs)
-        return op
-
-    def print(self, printer: Printer) -> None:
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        stack_type = self.stack.type
-        assert isinstance(stack_type, StackType)
-        printer.print_attribute(stack_type.elem)
-
 
 @irdl_op_definition
-class PushOp(IRDLOperation):
+class PushOp(_PutOp):
     """Pushes a value onto a stack.
 
     ad.push %s, %v : !ad.stack<tensor<3xf32>>
     """
 
     name = "ad.push"
+    WHAT: ClassVar[str] = "stack"
+    CONTAINER: ClassVar[type[Attribute]] = StackType
     stack = operand_def(StackType)
     value = operand_def()
     traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
 
-    def __init__(self, stack: SSAValue | IRDLOperation, value: SSAValue | IRDLOperation):
-        super().__init__(operands=[SSAValue.get(stack), SSAValue.get(value)])
-
-    def verify_(self) -> None:
-        st = self.stack.type
-        assert isinstance(st, StackType)
-        if st.elem != self.value.type:
-            raise VerifyException(
-                f"'{self.name}': value has type {self.value.type} but the stack holds {st.elem}"
-            )
-
-    @classmethod
-    def parse(cls, parser: Parser) -> IRDLOperation:
-        s = parser.parse_unresolved_operand()
-        parser.parse_punctuation(",")
-        v = parser.parse_unresolved_operand()
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        t = _parse_stack_type(parser)
-        op = cls(parser.resolve_operand(s, t), parser.resolve_operand(v, t.elem))
-        op.attributes.update(attrs)
-        return op
-
-    def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        printer.print_operand(self.stack)
-        printer.print_string(", ")
-        printer.print_operand(self.value)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.stack.type)
-
 
 @irdl_op_definition
-class PopOp(IRDLOperation):
+class PopOp(_TakeOp):
     """Pops the value pushed last; popping an empty stack is a runtime error.
 
     %v = ad.pop %s : !ad.stack<tensor<3xf32>>
     """
 
     name = "ad.pop"
+    WHAT: ClassVar[str] = "stack"
+    CONTAINER: ClassVar[type[Attribute]] = StackType
     stack = operand_def(StackType)
     value = result_def()
     traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
-
-    def __init__(self, stack: SSAValue | IRDLOperation):
-        s = SSAValue.get(stack)
-        st = s.type
-        assert isinstance(st, StackType)
-        super().__init__(operands=[s], result_types=[st.elem])
-
-    def verify_(self) -> None:
-        st = self.stack.type
-        assert isinstance(st, StackType)
-        if st.elem != self.value.type:
-            raise VerifyException(
-                f"'{self.name}': result {self.value.type} does not match the stack's {st.elem}"
-            )
-
-    @classmethod
-    def parse(cls, parser: Parser) -> IRDLOperation:
-        s = parser.parse_unresolved_operand()
-        attrs = parser.parse_optional_attr_dict()
-        parser.parse_punctuation(":")
-        op = cls(parser.resolve_operand(s, _parse_stack_type(parser)))
-        op.attributes.update(attrs)
-        return op
-
-    def print(self, printer: Printer) -> None:
-        printer.print_string(" ")
-        printer.print_operand(self.stack)
-        printer.print_op_attributes(self.attributes)
-        printer.print_string(" : ")
-        printer.print_attribute(self.stack.type)
-
-
-def _parse_stack_type(parser: Parser) -> StackType:
-    pos = parser.pos
-    t = parser.parse_type()
-    if not isinstance(t, StackType):
-        parser.raise_error(f"expected an !ad.stack<...> type, got {t}", pos, parser.pos)
-    return t
 
 
 AD_OPS = [ZeroLikeOp, AccumOp, LoadOp, CellFromOp, ZeroCellOp, StackOp, PushOp, PopOp]

@@ -21,13 +21,14 @@ scopes. A `cont.lambda` captures the values its body uses when it is created.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from xdsl.dialects.builtin import ArrayAttr, UnitAttr
 from xdsl.ir import (
     Attribute,
     Block,
     Dialect,
+    Operation,
     ParametrizedAttribute,
     Region,
     SSAValue,
@@ -489,3 +490,17 @@ CONT_OPS = [ResetOp, ShiftOp, ResumeOp, YieldOp, LambdaOp, ApplyOp]
 CONT_TYPES = [ContinuationType, ClosureType]
 
 Cont = Dialect("cont", CONT_OPS, CONT_TYPES)
+
+
+def walk_outside_resets(op: Operation) -> Iterator[Operation]:
+    """The ops nested in `op`'s regions, not descending into `cont.reset`s: the
+    ops whose shifts `op` itself delimits or lets escape."""
+    stack = [inner for region in op.regions for block in region.blocks for inner in block.ops]
+    while stack:
+        inner = stack.pop()
+        yield inner
+        if isinstance(inner, ResetOp):
+            continue
+        for region in inner.regions:
+            for block in region.blocks:
+                stack.extend(block.ops)

@@ -74,7 +74,7 @@ class _Lowering:
     def escaping_answer(self, region_op: Operation) -> list[Attribute] | None:
         """The answer type of a shift or CPS call in `region_op`'s regions outside
         any reset, or None when there is none."""
-        for op in _walk_outside_resets(region_op):
+        for op in cont.walk_outside_resets(region_op):
             if isinstance(op, cont.ShiftOp):
                 return list(op.k_type.outputs.data)
             if (
@@ -106,11 +106,14 @@ class _Lowering:
             raise ContinuationError(
                 "lower-continuations: a cont.shift inside a cont.lambda body is not supported"
             )
-        if op.regions and not isinstance(op, cont.ResetOp | cont.LambdaOp):
-            if self.escaping_answer(op) is not None:
-                raise ContinuationError(
-                    f"lower-continuations: cannot lower a cont.shift inside '{op.name}'"
-                )
+        if (
+            op.regions
+            and not isinstance(op, cont.ResetOp | cont.LambdaOp)
+            and self.escaping_answer(op) is not None
+        ):
+            raise ContinuationError(
+                f"lower-continuations: cannot lower a cont.shift inside '{op.name}'"
+            )
         return False
 
     # --- driver ----------------------------------------------------------------------------
@@ -435,16 +438,3 @@ def _one_shot_resume(shift: cont.ShiftOp) -> cont.ResumeOp | None:
     if isinstance(user, cont.ResumeOp) and user.parent_block() is shift.body.block and user.k is k:
         return user
     return None
-
-
-def _walk_outside_resets(op: Operation):
-    """Ops nested in `op`'s regions, not descending into cont.reset."""
-    stack = [inner for region in op.regions for block in region.blocks for inner in block.ops]
-    while stack:
-        inner = stack.pop()
-        yield inner
-        if isinstance(inner, cont.ResetOp):
-            continue
-        for region in inner.regions:
-            for block in region.blocks:
-                stack.extend(block.ops)

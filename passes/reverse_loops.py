@@ -43,7 +43,7 @@ through an op this pass does not know. `scf.while` loops are not rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from xdsl.builder import Builder, InsertPoint
@@ -77,19 +77,6 @@ class ReverseLoops(ModulePass):
 # --- analysis -----------------------------------------------------------------------------
 
 
-def _walk_outside_resets(op: Operation) -> Iterator[Operation]:
-    """`op` and the ops nested in it, not descending into cont.reset."""
-    stack = [op]
-    while stack:
-        inner = stack.pop()
-        yield inner
-        if isinstance(inner, cont.ResetOp):
-            continue
-        for region in inner.regions:
-            for block in region.blocks:
-                stack.extend(block.ops)
-
-
 def _shifting_functions(module: builtin.ModuleOp) -> set[str]:
     """Functions that shift outside a reset of their own, directly or by a call."""
     funcs = {f.sym_name.data: f for f in module.ops if isinstance(f, func.FuncOp)}
@@ -113,8 +100,13 @@ def _shifts_here(op: Operation, shifting: set[str]) -> bool:
 
 
 def _shifts(op: Operation, shifting: set[str]) -> bool:
-    """Whether op or anything in it (outside nested resets) shifts."""
-    return any(_shifts_here(o, shifting) for o in _walk_outside_resets(op))
+    """Whether op or anything in it (outside nested resets) shifts; a reset
+    delimits its own shifts."""
+    if isinstance(op, cont.ResetOp):
+        return False
+    return _shifts_here(op, shifting) or any(
+        _shifts_here(o, shifting) for o in cont.walk_outside_resets(op)
+    )
 
 
 def _is_cell(v: SSAValue) -> bool:

@@ -29,6 +29,9 @@ class Config:
     lr: float = 0.1
     clip: float = 5.0
     vocab: int = field(default_factory=data.vocab_size)
+    # Recompute each time step in the backward pass instead of storing it
+    # (`ln.checkpoint`): memory per step falls to the step's inputs.
+    checkpoint: bool = False
 
     @classmethod
     def small(cls, **kw: Any) -> Config:
@@ -50,16 +53,24 @@ def init(rng: np.random.Generator, config: Config) -> dict[str, Any]:
     return {"params": params, "opt": opt.init(params), "h": zeros, "c": zeros.copy()}
 
 
-def loss_fn(params: Any, h0: Any, c0: Any, inputs: Any, targets: Any) -> Any:
+def loss_fn(
+    params: Any, h0: Any, c0: Any, inputs: Any, targets: Any, checkpoint: bool = False
+) -> Any:
     """Summed over time, averaged over the batch; the last (h, c) as aux."""
     vocab = params["out"]["b"].shape[0]
     one_hot = np.eye(vocab, dtype=np.float32)
 
+    def step(h: Any, c: Any, x: Any, y: Any) -> Any:
+        h, c = ln.nn.lstm_cell(params["cell"], ln.take(one_hot, x), h, c)
+        logits = ln.nn.linear(params["out"], h)
+        return h, c, ln.cross_entropy(logits, y, reduction="sum")
+
+    cell = ln.checkpoint(step) if checkpoint else step
+
     def body(t: Any, carry: Any) -> Any:
         h, c, loss = carry
-        h, c = ln.nn.lstm_cell(params["cell"], ln.take(one_hot, inputs[t]), h, c)
-        logits = ln.nn.linear(params["out"], h)
-        return h, c, loss + ln.cross_entropy(logits, targets[t], reduction="sum")
+        h, c, term = cell(h, c, inputs[t], targets[t])
+        return h, c, loss + term
 
     h, c, loss = ln.fori_loop(0, inputs.shape[0], body, (h0, c0, 0.0))
     return loss / inputs.shape[1], (h, c)
@@ -68,14 +79,17 @@ def loss_fn(params: Any, h0: Any, c0: Any, inputs: Any, targets: Any) -> Any:
 def make_step(config: Config, backend: str | None = None) -> ln.Jitted:
     opt = ln.optim.adagrad(config.lr)
 
+    def loss(params: Any, h0: Any, c0: Any, inputs: Any, targets: Any) -> Any:
+        return loss_fn(params, h0, c0, inputs, targets, config.checkpoint)
+
     @ln.jit(backend=backend)
     def lstm_step(state: Any, batch: Any) -> Any:
-        (loss, (h, c)), g = ln.value_and_grad(loss_fn, has_aux=True)(
+        (loss_value, (h, c)), g = ln.value_and_grad(loss, has_aux=True)(
             state["params"], state["h"], state["c"], batch["inputs"], batch["targets"]
         )
         g = ln.optim.clip_by_value(g, config.clip)
         params, opt_state = opt.update(g, state["opt"], state["params"])
-        return loss, {"params": params, "opt": opt_state, "h": h, "c": c}
+        return loss_value, {"params": params, "opt": opt_state, "h": h, "c": c}
 
     return lstm_step
 

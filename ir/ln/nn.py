@@ -391,15 +391,41 @@ class _Conv2dGradOp(LnOp):
     stride = prop_def(DenseArrayBase)
     padding = prop_def(DenseArrayBase)
 
+    def __init__(
+        self,
+        a: Operand,
+        b: Operand,
+        result_type: Attribute,
+        stride: int | Sequence[int] = (1, 1),
+        padding: int | Sequence[int] = (0, 0),
+    ):
+        super().__init__(
+            a,
+            b,
+            result_type=result_type,
+            stride=ints_prop(_pair(stride)),
+            padding=ints_prop(_pair(padding)),
+        )
+
     @classmethod
-    def check_conv(cls, props: Props, x: Attribute, w: Attribute, g: Attribute) -> None:
-        """That `g` is the result type of conv2d(x, w) with these properties."""
+    def conv_types(
+        cls, a: Attribute, b: Attribute, result: Attribute
+    ) -> tuple[Attribute, Attribute, Attribute]:
+        """The (input, weight, conv2d result) types, from the operands and result."""
+        raise NotImplementedError
+
+    @classmethod
+    def infer_type(cls, operand_types, props, result_type):
+        want_arity(cls.name, operand_types, 2)
+        rt = want_given(cls.name, result_type)
+        x, w, g = cls.conv_types(*operand_types, rt)
         expected = Conv2dOp.infer_type([x, w], props, None)
         if g != expected:
             raise VerifyException(
                 f"'{cls.name}': g {g} must be the type {expected} of conv2d of input {x} "
                 f"and weight {w}"
             )
+        return rt
 
     def window_args(self) -> tuple[tuple[int, int], tuple[int, int]]:
         return _pair(get_ints(self.properties, "stride")), _pair(
@@ -417,36 +443,17 @@ class Conv2dInputGradOp(_Conv2dGradOp):
         %dx = ln.conv2d_input_grad %g, %w {padding = array<i64: 0, 0>, stride = array<i64: 1, 1>}
                 : tensor<2x4x6x6xf32>, tensor<4x3x3x3xf32> -> tensor<2x3x8x8xf32>
 
-    It has no adjoint of its own (no second derivative through convolutions).
+    Linear in both operands: its adjoints are `ln.conv2d` (for g) and
+    `ln.conv2d_weight_grad` (for w).
     """
 
     name = "ln.conv2d_input_grad"
     g = operand_def(TensorType)
     w = operand_def(TensorType)
 
-    def __init__(
-        self,
-        g: Operand,
-        w: Operand,
-        result_type: Attribute,
-        stride: int | Sequence[int] = (1, 1),
-        padding: int | Sequence[int] = (0, 0),
-    ):
-        super().__init__(
-            g,
-            w,
-            result_type=result_type,
-            stride=ints_prop(_pair(stride)),
-            padding=ints_prop(_pair(padding)),
-        )
-
     @classmethod
-    def infer_type(cls, operand_types, props, result_type):
-        want_arity(cls.name, operand_types, 2)
-        rt = want_given(cls.name, result_type)
-        g, w = operand_types
-        cls.check_conv(props, rt, w, g)
-        return rt
+    def conv_types(cls, a, b, result):
+        return result, b, a
 
     def evaluate(self, g: np.ndarray, w: np.ndarray) -> np.ndarray:
         (sh, sw), (ph, pw) = self.window_args()
@@ -479,36 +486,17 @@ class Conv2dWeightGradOp(_Conv2dGradOp):
         %dw = ln.conv2d_weight_grad %x, %g {padding = array<i64: 0, 0>, stride = array<i64: 1, 1>}
                 : tensor<2x3x8x8xf32>, tensor<2x4x6x6xf32> -> tensor<4x3x3x3xf32>
 
-    It has no adjoint of its own (no second derivative through convolutions).
+    Linear in both operands: its adjoints are `ln.conv2d_input_grad` (for x) and
+    `ln.conv2d` (for g).
     """
 
     name = "ln.conv2d_weight_grad"
     x = operand_def(TensorType)
     g = operand_def(TensorType)
 
-    def __init__(
-        self,
-        x: Operand,
-        g: Operand,
-        result_type: Attribute,
-        stride: int | Sequence[int] = (1, 1),
-        padding: int | Sequence[int] = (0, 0),
-    ):
-        super().__init__(
-            x,
-            g,
-            result_type=result_type,
-            stride=ints_prop(_pair(stride)),
-            padding=ints_prop(_pair(padding)),
-        )
-
     @classmethod
-    def infer_type(cls, operand_types, props, result_type):
-        want_arity(cls.name, operand_types, 2)
-        rt = want_given(cls.name, result_type)
-        x, g = operand_types
-        cls.check_conv(props, x, rt, g)
-        return rt
+    def conv_types(cls, a, b, result):
+        return a, result, b
 
     def evaluate(self, x: np.ndarray, g: np.ndarray) -> np.ndarray:
         stride, padding = self.window_args()
