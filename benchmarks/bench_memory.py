@@ -62,10 +62,11 @@ def _vm_stack_kib() -> int:
 
 def run_variant(name: str, quick: bool, seq: int, steps: int) -> dict[str, Any]:
     from lanterna.backends.cpu_cpp.backend import CpuBackend
-    from lanterna.backends.cpu_cpp.driver import load_bridge
+    from lanterna.backends.cpu_cpp.driver import load_bridge, prebuild
 
     no_reverse, checkpoint, reuse = VARIANTS[name]
     os.environ["LANTERNA_CPU_REUSE"] = "1" if reuse else "0"
+    prebuild()
     load_bridge()
     import lanterna as ln
 

@@ -220,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (3 if args.quick else 20)
 
     from lanterna.backends.cpu_cpp.backend import CpuBackend
-    from lanterna.backends.cpu_cpp.driver import load_bridge
+    from lanterna.backends.cpu_cpp.driver import load_bridge, prebuild
 
-    load_bridge()  # built once per machine; not part of any variant
+    prebuild()  # once per machine; not part of any variant
+    load_bridge()
     model = load_model("lstm")
     config = model.Config.small() if args.quick else model.Config(batch=args.batch)
     size = f"hidden {config.hidden}, seq {config.seq}, batch {config.batch}, vocab {config.vocab}"

@@ -684,8 +684,9 @@ def main(argv: list[str] | None = None) -> int:
 def compile_caches(kind: str, lanterna_cpu: bool) -> Iterator[None]:
     """`fresh`: empty caches for lanterna and torch.compile while the block runs, so
     "cold" includes the compilers; `shared`: the ones the environment names. The
-    bridge to lanterna's generated code is built first either way: it is built once
-    per machine, not per program, so it is not part of "cold"."""
+    bridge to lanterna's generated code and its precompiled runtime header are built
+    first either way: they are built once per machine, not per program, so they are
+    not part of "cold"."""
     saved = {var: os.environ.get(var) for var in ("LANTERNA_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR")}
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "fresh":
@@ -693,9 +694,9 @@ def compile_caches(kind: str, lanterna_cpu: bool) -> Iterator[None]:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(tmp) / "torchinductor")
         try:
             if lanterna_cpu:
-                from lanterna.backends.cpu_cpp.driver import build_bridge
+                from lanterna.backends.cpu_cpp.driver import prebuild
 
-                build_bridge()
+                prebuild()
             yield
         finally:
             for var, value in saved.items():

@@ -194,7 +194,9 @@ def compile_source(
     the saved source.
     """
     compiler = require_compiler()
-    head = [*BASE_FLAGS, f"-I{RUNTIME_DIR}", *flags]
+    base = [*BASE_FLAGS, f"-I{RUNTIME_DIR}"]
+    pch = precompiled_runtime(compiler, [*base, *flags]) if RUNTIME_INCLUDE in source else []
+    head = [*base, *pch, *flags]
     tail = list(extra_link)
     key = cache.make_key(
         source,
@@ -233,6 +235,60 @@ def compile_source(
     if show:
         _debug(f"module {path} ({'built' if built else 'from cache'})")
     return path
+
+
+# --- the precompiled runtime header -----------------------------------------------------------
+
+PCH_NAMESPACE = "pch"
+RUNTIME_INCLUDE = '#include "lanterna_cpu.h"'  # how generated sources include the runtime
+
+
+def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
+    """Flags that make the compiler read the runtime header precompiled: about half
+    a second of every compile is parsing it (and the standard headers it pulls in).
+
+    The header is precompiled once per machine and flag set, into the cache like
+    the bridge, as `<key>.h.gch` beside a stub `<key>.h` that includes it; a module
+    is compiled with `-include <key>.h`, which g++ reads from the .gch (or, should
+    that not match, from the stub, which includes the header: the same program).
+    Returns no flags when the header cannot be precompiled (remembered per flag
+    set, so it is tried once). Only sources that include the runtime use it.
+    """
+    key = cache.make_key(
+        b"precompiled lanterna_cpu.h",
+        "\0".join(head),
+        compiler_identity(compiler),
+        _cpu_identity(compiler),
+        _runtime_digest(),
+    )
+    folder = cache.namespace_dir(PCH_NAMESPACE)
+    stub, failed = folder / f"{key}.h", folder / f"{key}.failed"
+    if failed.exists():  # tried before with these flags: compile from the text
+        return []
+    if not stub.exists():
+        cache.write_atomic(stub, f"{RUNTIME_INCLUDE}\n".encode())
+
+    def build(out: Path) -> None:
+        cmd = [compiler, *head, "-x", "c++-header", str(stub), "-o", str(out)]
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise CompileError(f"precompiling the runtime header failed: {shlex.join(cmd)}")
+
+    try:
+        cache.get_or_build(PCH_NAMESPACE, key, ".h.gch", build)
+    except CompileError:
+        cache.write_atomic(failed, b"")
+        return []
+    return ["-include", str(stub)]
+
+
+def prebuild(*, debug: bool | None = None) -> None:
+    """Build what a machine builds once, not per program: the bridge and the
+    precompiled runtime header for the flags the cpu backend compiles with.
+    Benchmarks call this first, so a program's cold compile time is its own."""
+    build_bridge(debug=debug)
+    base = [*BASE_FLAGS, f"-I{RUNTIME_DIR}"]
+    precompiled_runtime(require_compiler(), [*base, *blas_flags().compile])
 
 
 # --- the bridge -----------------------------------------------------------------------------

@@ -173,3 +173,37 @@ def test_cpu_backend_is_registered_and_needs_a_compiler_only_to_compile(
     monkeypatch.setenv("PATH", str(cache_dir))  # no g++ there
     with pytest.raises(CompileError, match="no C\\+\\+ compiler: 'g\\+\\+' was not found on PATH"):
         cpu.compile(ModuleOp([]), "f")
+
+
+def test_runtime_header_is_precompiled_once_per_flag_set(cache_dir: Path):
+    blas = driver.blas_flags()
+    head = [*driver.BASE_FLAGS, f"-I{driver.RUNTIME_DIR}", *blas.compile]
+    compiler = driver.require_compiler()
+    flags = driver.precompiled_runtime(compiler, head)
+    assert flags[0] == "-include"
+    stub = Path(flags[1])
+    gch = stub.with_name(stub.name + ".gch")
+    assert gch.is_file() and stub.read_text() == '#include "lanterna_cpu.h"\n'
+    built = gch.stat().st_mtime_ns
+    assert driver.precompiled_runtime(compiler, head) == flags
+    assert gch.stat().st_mtime_ns == built  # taken from the cache, not rebuilt
+    # Modules compiled through it are the same programs.
+    f = get_backend("cpu").compile(_tanh_module(), "f")
+    x = np.linspace(-3, 3, 7, dtype=np.float32)
+    np.testing.assert_allclose(f(x)[0], np.tanh(x), rtol=1e-6)
+
+
+def test_a_header_that_cannot_be_precompiled_is_read_as_text(cache_dir: Path):
+    compiler = driver.require_compiler()
+    assert driver.precompiled_runtime(compiler, ["-fno-such-option-anywhere"]) == []
+
+
+def _tanh_module() -> ModuleOp:
+    from lanterna.ir import parse_module
+
+    return parse_module(
+        "func.func @f(%x: tensor<7xf32>) -> tensor<7xf32> {\n"
+        "  %y = ln.tanh %x : tensor<7xf32>\n"
+        "  func.return %y : tensor<7xf32>\n"
+        "}"
+    )
