@@ -241,6 +241,7 @@ def compile_source(
 
 PCH_NAMESPACE = "pch"
 RUNTIME_INCLUDE = '#include "lanterna_cpu.h"'  # how generated sources include the runtime
+_pch_flags: dict[tuple[Path, str], list[str]] = {}
 
 
 def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
@@ -262,6 +263,11 @@ def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
         _runtime_digest(),
     )
     folder = cache.namespace_dir(PCH_NAMESPACE)
+    known = _pch_flags.get((folder, key))
+    if known is not None and Path(known[1]).exists():
+        # Checked in this process already (the .gch is large to hash); should the
+        # .gch have gone since, g++ reads the stub, which includes the header.
+        return known
     stub, failed = folder / f"{key}.h", folder / f"{key}.failed"
     if failed.exists():  # tried before with these flags: compile from the text
         return []
@@ -279,7 +285,8 @@ def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
     except CompileError:
         cache.write_atomic(failed, b"")
         return []
-    return ["-include", str(stub)]
+    flags = _pch_flags[(folder, key)] = ["-include", str(stub)]
+    return flags
 
 
 def prebuild(*, debug: bool | None = None) -> None:
