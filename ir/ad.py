@@ -43,19 +43,23 @@ from xdsl.traits import MemoryAllocEffect, MemoryReadEffect, MemoryWriteEffect
 from xdsl.utils.exceptions import VerifyException
 
 
-@irdl_attr_definition
-class CellType(ParametrizedAttribute, TypeAttribute):
-    """`!ad.cell<T>`: a mutable accumulator of values of tensor type T."""
-
-    name = "ad.cell"
-    elem: Attribute
+class _ContainerType(ParametrizedAttribute, TypeAttribute):
+    """`!ad.<kind><T>`: a type holding values of one element type T (`elem`)."""
 
     def __init__(self, elem: Attribute):
         super().__init__(elem)
 
     def print_parameters(self, printer: Printer) -> None:
         with printer.in_angle_brackets():
-            printer.print_attribute(self.elem)
+            printer.print_attribute(self.elem)  # type: ignore[attr-defined]
+
+
+@irdl_attr_definition
+class CellType(_ContainerType):
+    """`!ad.cell<T>`: a mutable accumulator of values of tensor type T."""
+
+    name = "ad.cell"
+    elem: Attribute
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute]:
@@ -301,18 +305,11 @@ class ZeroCellOp(_NewContainerOp):
 
 
 @irdl_attr_definition
-class StackType(ParametrizedAttribute, TypeAttribute):
+class StackType(_ContainerType):
     """`!ad.stack<T>`: a last-in first-out stack of values of type T."""
 
     name = "ad.stack"
     elem: Attribute
-
-    def __init__(self, elem: Attribute):
-        super().__init__(elem)
-
-    def print_parameters(self, printer: Printer) -> None:
-        with printer.in_angle_brackets():
-            printer.print_attribute(self.elem)
 
     @classmethod
     def parse_parameters(cls, parser: AttrParser) -> tuple[Attribute]:

@@ -21,7 +21,7 @@ scopes. A `cont.lambda` captures the values its body uses when it is created.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from xdsl.dialects.builtin import ArrayAttr, UnitAttr
 from xdsl.ir import (
@@ -504,3 +504,22 @@ def walk_outside_resets(op: Operation) -> Iterator[Operation]:
         for region in inner.regions:
             for block in region.blocks:
                 stack.extend(block.ops)
+
+
+def free_operands(ops: Iterable[Operation]) -> list[SSAValue]:
+    """The values `ops` (nested ops included) read but do not define, in first-use
+    order: what a region of them captures when it becomes one primitive (a loop or
+    a checkpointed region under reverse mode)."""
+    ops = list(ops)
+    inside: set[SSAValue] = set()
+    for op in ops:
+        for inner in op.walk():
+            inside.update(inner.results)
+            for region in inner.regions:
+                for block in region.blocks:
+                    inside.update(block.args)
+    return list(
+        dict.fromkeys(
+            o for op in ops for inner in op.walk() for o in inner.operands if o not in inside
+        )
+    )

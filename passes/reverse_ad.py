@@ -373,7 +373,7 @@ class _Differentiator:
         results' adjoints are seeded from the continuation's cells. Nothing the
         body computes is kept for the backward pass, only what it reads."""
         src = op.body.block
-        reads = _free_operands(src)
+        reads = cont.free_operands(src.ops)
         if not any(v in scope.cells for v in reads):
             new = b.insert(op.clone(value_mapper=dict(scope.values)))
             for old, nv in zip(op.res, new.res):
@@ -481,19 +481,6 @@ class _Differentiator:
         self.rewrite_block(src_fn.body.block, entry, scope, self._yield_pairs(func.ReturnOp))
         self.module.body.block.add_op(new_fn)
         return new_fn
-
-
-def _free_operands(block: Block) -> list[SSAValue]:
-    """Values the block's ops (nested ones included) read from outside the block."""
-    inside: set[SSAValue] = set(block.args)
-    for op in block.walk():
-        inside.update(op.results)
-        for region in op.regions:
-            for blk in region.blocks:
-                inside.update(blk.args)
-    return list(
-        dict.fromkeys(o for op in block.walk() for o in op.operands if o not in inside)
-    )
 
 
 def _bar(v: SSAValue) -> str | None:

@@ -43,7 +43,6 @@ through an op this pass does not know. `scf.while` loops are not rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from xdsl.builder import Builder, InsertPoint
@@ -201,37 +200,6 @@ def _analyze(loop: scf.ForOp, shifting: set[str]) -> _Plan | None:
 # --- rewriting ----------------------------------------------------------------------------
 
 
-def _defined_in(v: SSAValue, block: Block) -> bool:
-    """Whether v is defined in `block` or in a region nested in it."""
-    owner = v.owner
-    region_block = owner if isinstance(owner, Block) else owner.parent_block()
-    while region_block is not None:
-        if region_block is block:
-            return True
-        parent_op = region_block.parent_op()
-        region_block = parent_op.parent_block() if parent_op is not None else None
-    return False
-
-
-def _free_operands(ops: Iterable[Operation]) -> list[SSAValue]:
-    """Operands of `ops` (nested ones included) defined outside them, in first-use order."""
-    ops = list(ops)
-    inside: set[SSAValue] = set()
-    for op in ops:
-        for inner in op.walk():
-            inside.update(inner.results)
-            for region in inner.regions:
-                for block in region.blocks:
-                    inside.update(block.args)
-    seen: dict[SSAValue, None] = {}
-    for op in ops:
-        for inner in op.walk():
-            for o in inner.operands:
-                if o not in inside:
-                    seen.setdefault(o, None)
-    return list(seen)
-
-
 def _rewrite(loop: scf.ForOp, plan: _Plan) -> None:
     body = loop.body.block
     term = body.last_op
@@ -246,8 +214,8 @@ def _rewrite(loop: scf.ForOp, plan: _Plan) -> None:
 
     # What the adjoint parts read from the iteration: saved on stacks.
     posts = [op for step in plan.steps if isinstance(step, _Shift) for op in step.post]
-    needed = [canon(v) for v in _free_operands(posts)]
-    saved = list(dict.fromkeys(v for v in needed if not _is_cell(v) and _defined_in(v, body)))
+    needed = [canon(v) for v in cont.free_operands(posts)]
+    saved = list(dict.fromkeys(v for v in needed if not _is_cell(v) and body.is_ancestor(v.owner)))
 
     k_type = cont.ContinuationType([r.type for r in loop.res], plan.answer)
     shift_body = Block(arg_types=[k_type])

@@ -617,36 +617,34 @@ inline void reduce_max(const T* x, T* out, int64_t outer, int64_t n, int64_t inn
 
 // --- matmul -----------------------------------------------------------------------------
 
-// Row-major C[M, N] = A[M, K] @ B[K, N], or C += A @ B with `beta` 1 (A, B, C contiguous
-// unless lda/ldb say otherwise; `ta`/`tb` read A or B transposed).
-inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                 const float* b, int64_t ldb, float* c, int64_t ldc, int beta = 0) {
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        if (beta) return;
-        for (int64_t i = 0; i < m; ++i)
-            for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
-        return;
-    }
-    LANTERNA_SGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                   static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0f, a,
-                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta ? 1.0f : 0.0f, c,
-                   static_cast<blasint>(ldc));
+// The BLAS routine for each element type.
+inline void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
+                      const float* a, blasint lda, const float* b, blasint ldb, float beta, float* c,
+                      blasint ldc) {
+    LANTERNA_SGEMM(CblasRowMajor, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
 }
 
-inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const double* a, int64_t lda,
-                 const double* b, int64_t ldb, double* c, int64_t ldc, int beta = 0) {
+inline void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, blasint m, blasint n, blasint k,
+                      const double* a, blasint lda, const double* b, blasint ldb, double beta,
+                      double* c, blasint ldc) {
+    LANTERNA_DGEMM(CblasRowMajor, ta, tb, m, n, k, 1.0, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Row-major C[M, N] = A[M, K] @ B[K, N], or C += A @ B with `beta` 1 (A, B, C contiguous
+// unless lda/ldb say otherwise; `ta`/`tb` read A or B transposed).
+template <class T>
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+                 const T* b, int64_t ldb, T* c, int64_t ldc, int beta = 0) {
     if (m == 0 || n == 0) return;
     if (k == 0) {
         if (beta) return;
         for (int64_t i = 0; i < m; ++i)
-            for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0;
+            for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = T(0);
         return;
     }
-    LANTERNA_DGEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                   static_cast<blasint>(m), static_cast<blasint>(n), static_cast<blasint>(k), 1.0, a,
-                   static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta ? 1.0 : 0.0, c,
-                   static_cast<blasint>(ldc));
+    auto dim = [](int64_t v) { return static_cast<blasint>(v); };
+    blas_gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, dim(m), dim(n),
+              dim(k), a, dim(lda), b, dim(ldb), beta ? T(1) : T(0), c, dim(ldc));
 }
 
 // `batch` independent products; a stride of 0 shares an operand across the batch.
