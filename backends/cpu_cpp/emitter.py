@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from xdsl.dialects import builtin, func, scf
@@ -111,6 +111,8 @@ class CEmitter:
         self.owned: set[SSAValue] = set()
         self.done: set[Operation] = set()  # ops another op's lowering already covered
         self.aliased_by: dict[SSAValue, list[SSAValue]] = {}
+        # Facts about the whole module that a lowering computes once, by its own key.
+        self.facts: dict[str, Any] = {}
 
     # --- buffers ----------------------------------------------------------------------------
 

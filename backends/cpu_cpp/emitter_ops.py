@@ -396,6 +396,39 @@ def _accumulating_user(op: Operation) -> Operation | None:
     return accum if between is accum else None
 
 
+# Products of rank k into an m x n cell are logged and added in one product when
+# the cell is read (the runtime's "deferred products") when the log of each is
+# small next to the cell and the cell is too big to stay in the nearest caches:
+# a weight used once per tree node or time step then gets its gradient in one
+# pass instead of one read-modify-write per use.
+DEFER_MIN_CELL = 1 << 14  # elements
+
+
+def _defers(op: Operation) -> ad.AccumOp | None:
+    """The accum of a matrix product `op` whose addition into the cell is logged."""
+    sa, sb = shape(op.operands[0]), shape(op.operands[1])
+    if not len(sa) == len(sb) == 2:
+        return None
+    m, k, n = sa[0], sa[1], sb[1]
+    if m * n < DEFER_MIN_CELL or 8 * k * (m + n) > m * n:
+        return None
+    return _accumulating_user(op)
+
+
+def deferred_cells(em: CEmitter) -> set[Attribute]:
+    """The cell types some product is logged for: a load of such a cell adds the
+    log in first, and a new cell of such a type drops a dead cell's log."""
+    cells = em.facts.get("deferred_cells")
+    if cells is None:
+        cells = {
+            accum.cell.type
+            for op in em.module.walk()
+            if isinstance(op, ln.MatmulOp) and (accum := _defers(op)) is not None
+        }
+        em.facts["deferred_cells"] = cells
+    return cells
+
+
 def _matmul(em: CEmitter, op: Operation) -> None:
     a, b = op.operands
     sa, sb = shape(a), shape(b)
@@ -404,6 +437,16 @@ def _matmul(em: CEmitter, op: Operation) -> None:
         ta, tb = _absorbed_transpose(a), _absorbed_transpose(b)
         lhs, lda = (ta, m) if ta is not None else (a, k)
         rhs, ldb = (tb, k) if tb is not None else (b, n)
+        deferred = _defers(op)
+        if deferred is not None:
+            em.define(op.results[0])
+            em.done.add(deferred)
+            em.line(
+                f"lanterna::defer_product({em.ref(deferred.cell)}, "
+                f"{str(ta is not None).lower()}, {str(tb is not None).lower()}, {m}, {n}, {k}, "
+                f"{em.ref(lhs)}, {lda}, {em.ref(rhs)}, {ldb});"
+            )
+            return
         accum = _accumulating_user(op)
         if accum is not None:
             # C += A @ B straight into the cell: no product buffer, no second pass.
@@ -696,6 +739,12 @@ def _zero_like(em: CEmitter, op: Operation) -> None:
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::zeros<{c}>({numel(r)});")
     em.owns(r)
+    _new_cell(em, r)
+
+
+def _new_cell(em: CEmitter, cell: SSAValue) -> None:
+    if cell.type in deferred_cells(em):
+        em.line(f"lanterna::drop_products({em.ref(cell)});")
 
 
 def _new_stack(em: CEmitter, op: Operation) -> None:
@@ -750,6 +799,8 @@ def _final_load(op: Operation) -> bool:
 
 
 def _load(em: CEmitter, op: Operation) -> None:
+    if op.operands[0].type in deferred_cells(em):
+        em.line(f"lanterna::flush_products({em.ref(op.operands[0])});")
     if _final_load(op):
         # The cell's last use: its buffer becomes the value, no copy.
         alias(em, op, op.operands[0])
@@ -768,12 +819,14 @@ def _cell_from(em: CEmitter, op: Operation) -> None:
         r = op.results[0]
         em.line(f"{em.ctype(r.type)} {em.define(r)} = const_cast<{em.ctype(r.type)}>({em.ref(x)});")
         em.aliases(r, x)
+        _new_cell(em, r)
         return
     # A fresh buffer: accumulations into the cell must not change the operand.
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
     em.owns(r)
+    _new_cell(em, r)
 
 
 # --- arith ----------------------------------------------------------------------------------

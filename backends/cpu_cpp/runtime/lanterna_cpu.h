@@ -228,6 +228,54 @@ inline T pop(const Stack<T>& s) {
     return v;
 }
 
+// --- deferred products: the log ---------------------------------------------------------
+
+// Products of small rank added into an adjoint cell (a weight's gradient gets
+// x g^T at every use of the weight) are logged here and added as one product
+// when the cell is read (`flush_products`, below gemm): one pass over the cell
+// instead of one per use. Keyed by the cell's address; a cell made at an address
+// drops what an earlier, dead cell there had left (`drop_products`), and every
+// call starts with an empty log.
+template <class T>
+struct PendingProducts {
+    const T* cell = nullptr;
+    int64_t m = 0, n = 0, rows = 0;
+    std::vector<T> a, b;  // rows x m (the columns of op(A)), rows x n (the rows of op(B))
+};
+
+template <class T>
+struct ProductLog {
+    std::vector<PendingProducts<T>> active, spare;
+
+    PendingProducts<T>* find(const T* cell) {
+        for (auto& p : active)
+            if (p.cell == cell) return &p;
+        return nullptr;
+    }
+    void retire(PendingProducts<T>* p) {
+        p->rows = 0;
+        p->cell = nullptr;
+        spare.push_back(std::move(*p));
+        if (p != &active.back()) *p = std::move(active.back());
+        active.pop_back();
+    }
+    void clear() {
+        while (!active.empty()) retire(&active.back());
+    }
+};
+
+template <class T>
+inline ProductLog<T>& product_log() {
+    static thread_local ProductLog<T> log;
+    return log;
+}
+
+template <class T>
+inline void drop_products(const T* cell) {
+    auto& log = product_log<T>();
+    if (auto* p = log.find(cell)) log.retire(p);
+}
+
 // --- the entry point --------------------------------------------------------------------
 
 // Stack guard: every generated function and closure checks, on entry, that
@@ -275,6 +323,8 @@ inline int run_guarded(char* err, size_t errlen, Body& body) {
     set_stack_floor();
     try {
         arena().reset();
+        product_log<float>().clear();
+        product_log<double>().clear();
         body();
         return 0;
     } catch (const StackExhausted&) {
@@ -645,6 +695,53 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a, 
     auto dim = [](int64_t v) { return static_cast<blasint>(v); };
     blas_gemm(ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, dim(m), dim(n),
               dim(k), a, dim(lda), b, dim(ldb), beta ? T(1) : T(0), c, dim(ldc));
+}
+
+// C[m, n] += op(A) @ op(B) with op(A) m x k and k small, logged for the cell `c`
+// (see "deferred products"). A log that would outgrow the cell is added in at once.
+template <class T>
+inline void defer_product(T* c, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const T* a,
+                          int64_t lda, const T* b, int64_t ldb) {
+    auto& log = product_log<T>();
+    PendingProducts<T>* p = log.find(c);
+    if (p == nullptr) {
+        if (log.spare.empty()) {
+            log.active.emplace_back();
+        } else {
+            log.active.push_back(std::move(log.spare.back()));
+            log.spare.pop_back();
+        }
+        p = &log.active.back();
+        p->cell = c;
+        p->rows = 0;
+    }
+    p->m = m;
+    p->n = n;
+    int64_t rows = p->rows + k;
+    p->a.resize(static_cast<size_t>(rows * m));
+    p->b.resize(static_cast<size_t>(rows * n));
+    T* ra = p->a.data() + p->rows * m;
+    T* rb = p->b.data() + p->rows * n;
+    for (int64_t r = 0; r < k; ++r) {
+        for (int64_t i = 0; i < m; ++i) ra[r * m + i] = ta ? a[r * lda + i] : a[i * lda + r];
+        for (int64_t j = 0; j < n; ++j) rb[r * n + j] = tb ? b[j * ldb + r] : b[r * ldb + j];
+    }
+    p->rows = rows;
+    if (rows * (m + n) >= m * n) {
+        gemm(true, false, m, n, rows, p->a.data(), m, p->b.data(), n, c, n, 1);
+        p->rows = 0;
+    }
+}
+
+// Adds the products logged for `c` into it; the generated code calls this before
+// it reads a cell that may have some.
+template <class T>
+inline void flush_products(T* c) {
+    auto& log = product_log<T>();
+    PendingProducts<T>* p = log.find(c);
+    if (p == nullptr) return;
+    gemm(true, false, p->m, p->n, p->rows, p->a.data(), p->m, p->b.data(), p->n, c, p->n, 1);
+    log.retire(p);
 }
 
 // `batch` independent products; a stride of 0 shares an operand across the batch.
