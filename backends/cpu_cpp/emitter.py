@@ -113,6 +113,9 @@ class CEmitter:
         self.aliased_by: dict[SSAValue, list[SSAValue]] = {}
         # Facts about the whole module that a lowering computes once, by its own key.
         self.facts: dict[str, Any] = {}
+        # Values the entry function returns, made in its body, by output index: their
+        # op writes them straight into the caller's output buffer (`lanterna::output`).
+        self.destinations: dict[SSAValue, int] = {}
 
     # --- buffers ----------------------------------------------------------------------------
 
@@ -374,17 +377,38 @@ class CEmitter:
         args = types if params is None else [f"{t} {p}" for t, p in zip(types, params, strict=True)]
         return f"static {self.results_type(list(ft.outputs.data))} {self.fn_names[name]}({', '.join(args)})"
 
-    def emit_function(self, name: str) -> None:
+    def emit_function(self, name: str, entry: bool = False) -> None:
         f = self.funcs[name]
         if not f.body.blocks:
             raise NotImplementedError(f"{self.backend} backend: @{name} has no body")
         self.taken = set()
         block = f.body.block
+        self.destinations = self._destinations(f) if entry else {}
         params = [self.define(a) for a in block.args]
         with self.scope(self.signature(name, params) + " {"):
             self.line("LANTERNA_STACK_CHECK();")
             self.emit_block(block, lambda term: self.returns(list(term.operands)))
         self.line()
+
+    def _destinations(self, f: func.FuncOp) -> dict[SSAValue, int]:
+        """The entry's results its body makes, each returned once, by output index,
+        unless something in the module calls the entry (a second activation would
+        write into the same outputs)."""
+        name = f.sym_name.data
+        for op in self.module.walk():
+            if isinstance(op, func.CallOp) and op.callee.string_value() == name:
+                return {}
+        ret = f.body.block.last_op
+        if not isinstance(ret, func.ReturnOp):
+            return {}
+        values = list(ret.operands)
+        return {
+            v: j
+            for j, v in enumerate(values)
+            if values.count(v) == 1
+            and isinstance(v.owner, Operation)
+            and v.owner.parent_block() is f.body.block
+        }
 
     def emit(self, entry: str) -> EmittedModule:
         if entry not in self.funcs:
@@ -402,7 +426,8 @@ class CEmitter:
             self.line(self.signature(name) + ";")
         self.line()
         for name in names:
-            self.emit_function(name)
+            self.emit_function(name, entry=name == entry)
+        self.destinations = {}
         self.line("}  // namespace")
         self.line()
         self.emit_entry(entry)
@@ -441,8 +466,6 @@ class CEmitter:
                 self.line(f"{call};")
                 self.line("(void)outputs;")
             else:
-                result = self.fresh("result")
-                self.line(f"auto {result} = {call};")
                 buffers = ", ".join(
                     f"lanterna::Buffer{{inputs[{i}], {_nbytes(t)}}}" for i, t in enumerate(ins)
                 )
@@ -450,6 +473,9 @@ class CEmitter:
                 self.line(
                     f"const std::array<lanterna::Buffer, {len(ins)}> {bufs} = {{{{{buffers}}}}};"
                 )
+                self.line(f"lanterna::Destinations destinations_({bufs}.data(), {len(ins)}, outputs);")
+                result = self.fresh("result")
+                self.line(f"auto {result} = {call};")
                 staged = []
                 for i, t in enumerate(outs):
                     value = result if len(outs) == 1 else f"std::get<{i}>({result})"

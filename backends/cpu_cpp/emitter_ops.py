@@ -84,12 +84,17 @@ def literal(em: CEmitter, value: float | bool, t: Attribute) -> str:
 
 
 def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
-    """Declare the op's tensor result as a fresh arena buffer: (name, C element type, size)."""
+    """Declare the op's tensor result as a fresh buffer: (name, C element type, size).
+    A result the entry function returns is written straight into its output."""
     r = op.results[0]
     c = em.scalar_type(element(r))
     n = numel(r)
     name = em.define(r)
-    em.line(f"{c}* {name} = lanterna::alloc<{c}>({n});")
+    j = em.destinations.get(r)
+    if j is None:
+        em.line(f"{c}* {name} = lanterna::alloc<{c}>({n});")
+    else:
+        em.line(f"{c}* {name} = lanterna::output<{c}>({j}, {n});")
     em.owns(r)
     return name, c, n
 

@@ -405,6 +405,40 @@ inline const T* stage(const T* result, int64_t n, const std::array<Buffer, N>& i
     return result;
 }
 
+// The caller's output buffers, for the entry's results to be written straight
+// into (`output`), while a `Destinations` is alive on this thread. An output that
+// overlaps an input (a donated buffer) is not written before the call ends: the
+// result goes to the arena and is copied at the end, as inputs must stay intact
+// while the call runs (and for a rerun on a bigger stack).
+struct Destinations {
+    Destinations(const Buffer* inputs, size_t n_inputs, void* const* outputs) {
+        current() = {inputs, n_inputs, outputs};
+    }
+    ~Destinations() { current() = {}; }
+    Destinations(const Destinations&) = delete;
+    Destinations& operator=(const Destinations&) = delete;
+
+    struct State {
+        const Buffer* inputs = nullptr;
+        size_t n_inputs = 0;
+        void* const* outputs = nullptr;
+    };
+    static State& current() {
+        static thread_local State state;
+        return state;
+    }
+};
+
+template <class T>
+inline T* output(int64_t j, int64_t n) {
+    const Destinations::State& d = Destinations::current();
+    size_t bytes = sizeof(T) * static_cast<size_t>(n);
+    void* out = d.outputs ? d.outputs[j] : nullptr;
+    for (size_t i = 0; out && i < d.n_inputs; ++i)
+        if (overlaps(out, bytes, d.inputs[i])) out = nullptr;
+    return out ? static_cast<T*>(out) : alloc<T>(n);
+}
+
 template <class T>
 inline void store(void* out, const T* result, int64_t n) {
     if (n && out != static_cast<const void*>(result))

@@ -111,3 +111,71 @@ def test_slice_adjoints_add_into_their_ranges_without_building_the_concatenation
     (got,) = get_backend("cpu").compile(module, "f")(g, h)
     (want,) = Interpreter(module).call("f", g, h)
     np.testing.assert_array_equal(got, want)
+
+
+# The entry returns %n (made in its body) and %m; %w is read again after %n is made.
+DESTINATIONS = """
+func.func @f(%w: tensor<1000xf32>, %g: tensor<1000xf32>) -> (tensor<1000xf32>, tensor<1000xf32>) {
+  %n = ln.sub %w, %g : tensor<1000xf32>, tensor<1000xf32>
+  %m = ln.mul %w, %n : tensor<1000xf32>, tensor<1000xf32>
+  func.return %n, %m : tensor<1000xf32>, tensor<1000xf32>
+}
+"""
+
+
+def test_the_entrys_results_are_written_straight_into_the_outputs():
+    module = parse_module(DESTINATIONS)
+    source = emit_module(module, "f").source
+    assert "lanterna::output<float>(0, 1000)" in source
+    assert "lanterna::output<float>(1, 1000)" in source
+    w = np.linspace(-1, 1, 1000, dtype=np.float32)
+    g = np.full(1000, 0.5, np.float32)
+    compiled = get_backend("cpu").compile(module, "f")
+    n, m = compiled(w, g)
+    np.testing.assert_array_equal(n, w - g)
+    np.testing.assert_array_equal(m, w * (w - g))
+    # Neither result took a buffer of the arena.
+    assert compiled.arena_stats()["requested"] == 0
+
+
+def test_a_donated_output_is_not_written_while_the_call_still_reads_its_input():
+    # %n's output is %w's buffer, and %m reads %w after %n is made: %n must wait
+    # in the arena until the end of the call.
+    module = parse_module(DESTINATIONS)
+    compiled = get_backend("cpu").compile(module, "f", donate=(0,))
+    w = np.linspace(-1, 1, 1000, dtype=np.float32)
+    w0, g = w.copy(), np.full(1000, 0.5, np.float32)
+    n, m = compiled(w, g)
+    assert n is w
+    np.testing.assert_array_equal(n, w0 - g)
+    np.testing.assert_array_equal(m, w0 * (w0 - g))
+    assert compiled.arena_stats()["requested"] == BUFFER
+
+
+def test_an_entry_that_calls_itself_keeps_its_results_in_the_arena():
+    # Each activation of @f makes its own %y: were they written into output 0,
+    # the inner ones would overwrite the outer one.
+    module = parse_module(
+        """
+        func.func @f(%x: tensor<4xf32>, %t: tensor<i64>) -> (tensor<4xf32>, tensor<4xf32>) {
+          %y = ln.tanh %x : tensor<4xf32>
+          %zero = ln.constant {value = dense<0> : tensor<i64>} : tensor<i64>
+          %stop = ln.le %t, %zero : tensor<i64>, tensor<i64>
+          %c = ln.item %stop : tensor<i1>
+          %r = scf.if %c -> (tensor<4xf32>) {
+            scf.yield %y : tensor<4xf32>
+          } else {
+            %one = ln.constant {value = dense<1> : tensor<i64>} : tensor<i64>
+            %t1 = ln.sub %t, %one : tensor<i64>, tensor<i64>
+            %first, %inner = func.call @f(%y, %t1) : (tensor<4xf32>, tensor<i64>) -> (tensor<4xf32>, tensor<4xf32>)
+            scf.yield %inner : tensor<4xf32>
+          }
+          func.return %y, %r : tensor<4xf32>, tensor<4xf32>
+        }
+        """
+    )
+    x = np.linspace(-2, 2, 4, dtype=np.float32)
+    y, r = get_backend("cpu").compile(module, "f")(x, np.int64(3))
+    np.testing.assert_allclose(y, np.tanh(x), rtol=1e-6)
+    np.testing.assert_allclose(r, np.tanh(np.tanh(np.tanh(np.tanh(x)))), rtol=1e-6)
+    assert "lanterna::output<" not in emit_module(module, "f").source
