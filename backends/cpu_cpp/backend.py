@@ -8,7 +8,9 @@
 The callable takes numpy arrays, one per argument of the function, converts an
 argument only when it is not already a C-contiguous array of the declared dtype,
 allocates the results as numpy arrays that the generated code writes into, and
-returns them. Nothing is copied on the way in or out otherwise.
+returns them. Nothing is copied on the way in or out otherwise. Large results take
+their buffer from the bridge's pool, where dropped results' buffers go back (see
+POOLED_MIN): a training loop's new state reuses the pages of the state before.
 
 Donation: an argument listed in `donate` gives its buffer to the first result of the
 same shape and dtype not already given one; that result *is* the argument's array
@@ -20,6 +22,7 @@ every op; donate only arrays whose result is computed elementwise from them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +62,13 @@ def _donation_map(inputs: list[Spec], outputs: list[Spec], donate: Sequence[int]
     return pairs
 
 
+# Results of at least this many bytes take their buffer from the bridge's pool:
+# freed results of the same size, already mapped, instead of fresh pages from the
+# C library (which maps and unmaps buffers this large on every call, a page
+# fault per 4 KiB). Below it, numpy's own allocation is as fast.
+POOLED_MIN = 1 << 16
+
+
 class CompiledFunction:
     """One compiled function of a module: call it with numpy arrays."""
 
@@ -77,6 +87,12 @@ class CompiledFunction:
         self.inputs = inputs
         self.outputs = outputs
         self.donated = donated  # output index -> input index
+        # How each result array is made: large ones from the bridge's pool of freed
+        # result buffers (see POOLED_MIN), the rest by numpy.
+        self._empty = [
+            bridge.empty if s.dtype.itemsize * math.prod(s.shape) >= POOLED_MIN else np.empty
+            for s in outputs
+        ]
 
     def __repr__(self) -> str:
         ins = ", ".join(s.describe() for s in self.inputs)
@@ -118,7 +134,7 @@ class CompiledFunction:
             if i is not None and arrays[i].flags.writeable:
                 results.append(arrays[i])
             else:
-                results.append(np.empty(spec.shape, spec.dtype))
+                results.append(self._empty[j](spec.shape, spec.dtype))
         self._call(self.handle, arrays, results)
         return tuple(results)
 

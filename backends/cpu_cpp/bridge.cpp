@@ -18,8 +18,11 @@
 #include <pybind11/stl.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -166,6 +169,67 @@ class Module {
   StatsFn stats_ = nullptr;
 };
 
+// Result arrays that are large come from here rather than from numpy: a freed
+// result's buffer goes back to a free list of its size, already mapped and
+// touched, and the next call's result of that size takes it. A training step's
+// new parameters then reuse the pages of the ones before instead of costing a
+// fresh mapping (and a page fault per 4 KiB) each step. The lists hold at most
+// kPoolCap bytes; beyond that a buffer is freed. Only touched with the GIL held.
+class OutputPool {
+ public:
+  static constexpr size_t kAlign = 64;
+  static constexpr size_t kPoolCap = size_t(512) << 20;
+
+  void* take(size_t bytes) {
+    auto it = free_.find(bytes);
+    if (it != free_.end() && !it->second.empty()) {
+      void* p = it->second.back();
+      it->second.pop_back();
+      cached_ -= bytes;
+      return p;
+    }
+    void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+
+  void give(void* p, size_t bytes) {
+    if (cached_ + bytes > kPoolCap) {
+      std::free(p);
+      return;
+    }
+    free_[bytes].push_back(p);
+    cached_ += bytes;
+  }
+
+  size_t cached() const { return cached_; }
+
+ private:
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t cached_ = 0;
+};
+
+// Never destroyed: arrays may outlive the module's statics at interpreter exit.
+OutputPool& output_pool() {
+  static OutputPool* pool = new OutputPool();
+  return *pool;
+}
+
+py::array pooled_empty(const std::vector<py::ssize_t>& shape, const py::dtype& dtype) {
+  size_t bytes = static_cast<size_t>(dtype.itemsize());
+  for (py::ssize_t d : shape) bytes *= static_cast<size_t>(d);
+  size_t key = bytes == 0 ? 1 : bytes;
+  void* data = output_pool().take(key);
+  // The capsule holds the buffer, its context the size; its destructor (the last
+  // view of the array gone) returns the buffer.
+  py::capsule owner(data, "lanterna.result", [](PyObject* cap) {
+    void* buf = PyCapsule_GetPointer(cap, "lanterna.result");
+    output_pool().give(buf, reinterpret_cast<size_t>(PyCapsule_GetContext(cap)));
+  });
+  PyCapsule_SetContext(owner.ptr(), reinterpret_cast<void*>(key));
+  return py::array(dtype, shape, data, owner);
+}
+
 std::vector<ArraySpec> to_specs(const py::iterable& specs) {
   std::vector<ArraySpec> out;
   for (py::handle item : specs) {
@@ -201,6 +265,13 @@ PYBIND11_MODULE(_lanterna_bridge, m) {
       py::arg("path"), py::arg("inputs"), py::arg("outputs"),
       "dlopen a generated module and find `lanterna_entry`; `inputs` and `outputs` are "
       "lists of (shape, dtype) pairs that calls are checked against.");
+
+  m.def("empty", &pooled_empty, py::arg("shape"), py::arg("dtype"),
+        "An uninitialized C-contiguous array whose buffer comes from, and goes back to, "
+        "the bridge's pool of result buffers (for large results).");
+  m.def(
+      "pooled_bytes", []() { return output_pool().cached(); },
+      "Bytes of freed result buffers the pool holds for reuse.");
 
   m.def(
       "call",

@@ -13,7 +13,7 @@ container, not a leaf.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,64 +108,65 @@ def _children(tree: Any) -> tuple[str, list[Any], tuple[Hashable, ...]] | None:
 def flatten(tree: Any) -> tuple[list[Any], TreeDef]:
     """The leaves of `tree` (depth first, dict keys sorted) and its structure."""
     leaves: list[Any] = []
-    append = leaves.append
-
-    # The same cases as `_children`, inlined: this runs on every jitted call.
-    def walk(node: Any) -> TreeDef:
-        t = type(node)
-        if t is dict:
-            keys = _sorted_keys(node)
-            return _interned(DICT, tuple([walk(node[k]) for k in keys]), tuple(keys))
-        if t is tuple:
-            return _interned(TUPLE, tuple([walk(c) for c in node]), ())
-        if t is list:
-            return _interned(LIST, tuple([walk(c) for c in node]), ())
-        if node is None:
-            return NONE_DEF
-        append(node)
-        return LEAF_DEF
-
-    treedef = walk(tree)
+    treedef = _flatten(tree, leaves.append)
     return leaves, treedef
+
+
+# The walks below are module-level functions, not closures that call themselves: such a
+# closure is a reference cycle, and through its cells it would keep the leaves (a call's
+# argument and result arrays) alive until the garbage collector next runs.
+def _flatten(node: Any, append: Callable[[Any], None]) -> TreeDef:
+    # The same cases as `_children`, inlined: this runs on every jitted call.
+    t = type(node)
+    if t is dict:
+        keys = _sorted_keys(node)
+        return _interned(DICT, tuple([_flatten(node[k], append) for k in keys]), tuple(keys))
+    if t is tuple:
+        return _interned(TUPLE, tuple([_flatten(c, append) for c in node]), ())
+    if t is list:
+        return _interned(LIST, tuple([_flatten(c, append) for c in node]), ())
+    if node is None:
+        return NONE_DEF
+    append(node)
+    return LEAF_DEF
 
 
 def unflatten(treedef: TreeDef, leaves: Sequence[Any]) -> Any:
     """Rebuild a tree of structure `treedef` from `leaves` (in flatten's order)."""
-    it = iter(leaves)
-
-    def build(td: TreeDef) -> Any:
-        if td.kind == LEAF:
-            return next(it)
-        if td.kind == NONE:
-            return None
-        children = [build(c) for c in td.children]
-        if td.kind == TUPLE:
-            return tuple(children)
-        if td.kind == LIST:
-            return children
-        return dict(zip(td.keys, children))
-
     if len(leaves) != treedef.num_leaves:
         raise ValueError(f"tree {treedef} has {treedef.num_leaves} leaves, got {len(leaves)}")
-    return build(treedef)
+    return _build(treedef, iter(leaves))
+
+
+def _build(td: TreeDef, it: Iterator[Any]) -> Any:
+    if td.kind == LEAF:
+        return next(it)
+    if td.kind == NONE:
+        return None
+    children = [_build(c, it) for c in td.children]
+    if td.kind == TUPLE:
+        return tuple(children)
+    if td.kind == LIST:
+        return children
+    return dict(zip(td.keys, children))
 
 
 def leaf_paths(tree: Any) -> list[tuple[Hashable, ...]]:
     """The path (tuple of indices and keys) to each leaf, in flatten's order."""
     paths: list[tuple[Hashable, ...]] = []
-
-    def walk(node: Any, path: tuple[Hashable, ...]) -> None:
-        split = _children(node)
-        if split is None:
-            paths.append(path)
-            return
-        _, children, keys = split
-        labels: Sequence[Hashable] = keys if keys else range(len(children))
-        for label, child in zip(labels, children):
-            walk(child, (*path, label))
-
-    walk(tree, ())
+    _leaf_paths(tree, (), paths)
     return paths
+
+
+def _leaf_paths(node: Any, path: tuple[Hashable, ...], paths: list[tuple[Hashable, ...]]) -> None:
+    split = _children(node)
+    if split is None:
+        paths.append(path)
+        return
+    _, children, keys = split
+    labels: Sequence[Hashable] = keys if keys else range(len(children))
+    for label, child in zip(labels, children):
+        _leaf_paths(child, (*path, label), paths)
 
 
 def tree_map(fn: Callable[[Any], Any], tree: Any) -> Any:

@@ -94,3 +94,38 @@ def test_gil_is_released_while_generated_code_runs(cache_dir: Path):
     assert results == [2.0] * 4
     # Holding the GIL would serialize the four 0.3 s calls (1.2 s).
     assert elapsed < 0.9, elapsed
+
+
+def test_large_results_reuse_the_buffers_of_dropped_ones():
+    import lanterna as ln
+
+    bridge = driver.load_bridge()
+    f = ln.jit(lambda w, g: w - 0.5 * g, backend="cpu")
+    w = np.linspace(-1, 1, 300 * 100, dtype=np.float32).reshape(300, 100)
+    g = np.ones_like(w)
+    first = f(w, g)
+    where = first.ctypes.data
+    np.testing.assert_array_equal(first, w - 0.5 * g)
+    del first  # its buffer goes back to the pool...
+    second = f(w, g)  # ...and the next result of its size takes it
+    assert second.ctypes.data == where
+    np.testing.assert_array_equal(second, w - 0.5 * g)
+    # A view keeps its array's buffer: the next result gets another one, and the
+    # view's values stay.
+    view = second[1:]
+    del second
+    third = f(g, w)
+    assert third.ctypes.data != where
+    np.testing.assert_array_equal(view, (w - 0.5 * g)[1:])
+    np.testing.assert_array_equal(third, g - 0.5 * w)
+    before = bridge.pooled_bytes()
+    del view
+    assert bridge.pooled_bytes() == before + w.nbytes
+
+
+def test_small_results_are_plain_numpy_arrays():
+    import lanterna as ln
+
+    out = ln.jit(lambda x: x * 2, backend="cpu")(np.arange(4.0))
+    assert out.base is None
+    np.testing.assert_array_equal(out, [0.0, 2.0, 4.0, 6.0])

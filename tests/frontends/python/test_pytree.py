@@ -43,3 +43,24 @@ def test_unflatten_checks_the_leaf_count():
 
 def test_tree_map():
     assert tree_map(lambda v: v * 10, {"a": (1, 2), "b": [3]}) == {"a": (10, 20), "b": [30]}
+
+
+def test_flatten_and_unflatten_hold_no_leaf_once_they_return():
+    # A jitted call flattens its arguments and unflattens its results: neither may
+    # keep an array alive until the garbage collector runs (it may not run for long).
+    import gc
+    import weakref
+
+    import numpy as np
+
+    gc.disable()
+    try:
+        a, b = np.ones(3), np.zeros(2)
+        refs = weakref.ref(a), weakref.ref(b)
+        leaves, td = flatten({"a": a, "b": [b, None]})
+        tree = unflatten(td, leaves)
+        assert tree["a"] is a and tree["b"][0] is b
+        del a, b, leaves, tree
+        assert [r() for r in refs] == [None, None]
+    finally:
+        gc.enable()
