@@ -7,6 +7,14 @@ from lanterna.passes.registry import (
     parse_pipeline,
     register_pass,
     run_pipeline,
+    verify_module,
 )
 
-__all__ = ["available_passes", "get_pass", "parse_pipeline", "register_pass", "run_pipeline"]
+__all__ = [
+    "available_passes",
+    "get_pass",
+    "parse_pipeline",
+    "register_pass",
+    "run_pipeline",
+    "verify_module",
+]

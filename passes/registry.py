@@ -402,7 +402,7 @@ def run_pipeline(
     pipeline = parse_pipeline(passes) if isinstance(passes, str) else list(passes)
     ctx = ctx if ctx is not None else make_context()
     if verify_each:
-        _verify(module, "the input to the pipeline does not verify")
+        verify_module(module, "the input to the pipeline does not verify")
     for p in pipeline:
         try:
             p.apply(ctx, module)
@@ -419,11 +419,12 @@ def run_pipeline(
                 print_after_all.write(f"{dump_header(p)}\n{print_ir(module)}\n\n")
                 print_after_all.flush()
         if verify_each:
-            _verify(module, f"the IR after pass '{p}' does not verify")
+            verify_module(module, f"the IR after pass '{p}' does not verify")
     return module
 
 
-def _verify(module: ModuleOp, what: str) -> None:
+def verify_module(module: ModuleOp, what: str) -> None:
+    """Verify `module`; a failure raises PipelineError saying `what` failed to verify."""
     try:
         module.verify()
     except VerifyException as e:

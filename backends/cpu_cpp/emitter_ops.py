@@ -111,6 +111,14 @@ def arr(values: Sequence[int]) -> str:
 
 # --- elementwise ----------------------------------------------------------------------------
 
+# Before the innermost loop of each elementwise loop nest. A buffer is never part of
+# another (a value either is another's whole buffer, as a reshape or a cell is, or
+# shares nothing with it), so element i of a result depends on element i of its
+# operands only: no dependency between iterations. Saying so spares the compiler
+# the runtime overlap checks and the scalar copy of each loop it would otherwise
+# emit, which is about a tenth of the generated code.
+IVDEP = "#pragma GCC ivdep"
+
 
 def elementwise(em: CEmitter, op: Operation, template: str, operands: Sequence[SSAValue]) -> None:
     """One loop over the result; operands broadcast numpy-style."""
@@ -118,6 +126,7 @@ def elementwise(em: CEmitter, op: Operation, template: str, operands: Sequence[S
     y, _, n = result(em, op)
     if all(shape(o) == out or numel(o) == 1 for o in operands):
         args = [f"{em.ref(o)}[{'i_' if shape(o) == out and n != 1 else '0'}]" for o in operands]
+        em.line(IVDEP)
         em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {template.format(*args)};")
         return
     rank = len(out)
@@ -132,6 +141,8 @@ def elementwise(em: CEmitter, op: Operation, template: str, operands: Sequence[S
         return " + ".join(terms) or "0"
 
     for d, extent in enumerate(out):
+        if d == rank - 1:
+            em.line(IVDEP)
         em.line(f"for (int64_t {loops[d]} = 0; {loops[d]} < {extent}; ++{loops[d]})")
         em.depth += 1
     args = [f"{em.ref(o)}[{index(shape(o))}]" for o in operands]
@@ -293,6 +304,7 @@ def _fused(em: CEmitter, op: Operation) -> None:
     for header in headers[:-1]:
         em.line(header)
         em.depth += 1
+    em.line(IVDEP)
     with em.scope(headers[-1] + " {"):
         for arg, o in zip(block.args, op.inputs, strict=True):
             if arg.uses:
@@ -347,6 +359,7 @@ def _reduce(em: CEmitter, op: Operation) -> None:
     if isinstance(op, ln.MeanOp):
         count = math.prod(shape(x)[a] for a in axes)
         n = math.prod(dims)
+        em.line(IVDEP)
         em.line(
             f"for (int64_t i_ = 0; i_ < {n}; ++i_) {out_name}[i_] = "
             f"{out_name}[i_] / static_cast<{c}>({count});"
@@ -775,6 +788,7 @@ def _accum(em: CEmitter, op: Operation) -> None:
         return
     cell_name, g_name = em.ref(cell), em.ref(g)
     add = "{0} + {1}" if is_float(element(g)) else "lanterna::wrap_add({0}, {1})"
+    em.line(IVDEP)
     em.line(
         f"for (int64_t i_ = 0; i_ < {numel(g)}; ++i_) {cell_name}[i_] = "
         f"{add.format(f'{cell_name}[i_]', f'{g_name}[i_]')};"

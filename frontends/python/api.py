@@ -343,9 +343,21 @@ class Jitted:
         pipeline = self.backend.default_pipeline if self.pipeline is None else self.pipeline
         pipeline = ",".join(p for p in (pipeline, *self.extra_passes) if p)
         if pipeline:
-            from lanterna.passes import run_pipeline
+            from lanterna.backends.cpu_cpp.driver import debug_enabled
+            from lanterna.passes import run_pipeline, verify_module
 
-            run_pipeline(module, pipeline, print_after_all=sys.stderr if self.dump_ir else None)
+            # Verifying after every pass names the pass that broke the IR, at a tenth
+            # of a second per compile or more: done when debugging or dumping IR;
+            # otherwise the result is verified once.
+            each = self.dump_ir or debug_enabled(None)
+            run_pipeline(
+                module,
+                pipeline,
+                verify_each=each,
+                print_after_all=sys.stderr if self.dump_ir else None,
+            )
+            if not each:
+                verify_module(module, f"the IR after the pipeline '{pipeline}' does not verify")
         # Backends that cannot reuse buffers (the interpreter) take no `donate`.
         if traced.donate and "donate" in inspect.signature(self.backend.compile).parameters:
             return self.backend.compile(module, traced.fn_name, donate=traced.donate)  # type: ignore[call-arg]

@@ -103,3 +103,33 @@ def test_lanterna_opt_runs_a_user_pass_by_name(tmp_path: Path, capsys):
     )
     assert SEEN == ["opt:1", "opt2:0"]
     assert "ad." not in capsys.readouterr().out
+
+
+@register_pass
+@dataclass(frozen=True)
+class DropReturns(ModulePass):
+    """Break the IR: delete every function's return (a faulty user pass)."""
+
+    name = "test-drop-returns"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        for f in op.ops:
+            f.body.block.last_op.detach()
+
+
+def test_a_pass_that_breaks_the_ir_is_caught_before_the_backend(monkeypatch):
+    import pytest
+
+    from lanterna.errors import PipelineError
+
+    x = np.ones(3, np.float32)
+    # The result is verified once, after the whole pipeline...
+    monkeypatch.delenv("LANTERNA_DEBUG", raising=False)
+    f = ln.jit(loss, backend="interp", extra_passes="test-drop-returns")
+    with pytest.raises(PipelineError, match="after the pipeline .* does not verify"):
+        f(x, x)
+    # ...and when debugging, after each pass, naming the one that broke it.
+    monkeypatch.setenv("LANTERNA_DEBUG", "1")
+    f = ln.jit(loss, backend="interp", extra_passes="test-drop-returns")
+    with pytest.raises(PipelineError, match="after pass 'test-drop-returns' does not verify"):
+        f(x, x)
