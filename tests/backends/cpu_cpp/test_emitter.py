@@ -50,9 +50,11 @@ def compile_source(source: str, out: Path, extra: list[str], shared: bool = True
     cpp = out.with_suffix(".cpp")
     cpp.write_text(source)
     includes, libs = blas_flags()
-    # Released buffers are filled with NaN bytes: a use after release shows.
+    # Released buffers are filled with NaN bytes: a use after release shows. The
+    # runtime library's parts are compiled in (header only): nothing to link.
     cmd = [
-        "g++", "-std=c++17", "-Wall", "-Werror", "-DLANTERNA_POISON_RELEASED", *extra,
+        "g++", "-std=c++17", "-Wall", "-Werror", "-DLANTERNA_POISON_RELEASED",
+        "-DLANTERNA_HEADER_ONLY", *extra,
         f"-I{RUNTIME}", *includes, str(cpp), "-o", str(out), *libs,
     ]  # fmt: skip
     if shared:
