@@ -195,10 +195,9 @@ def compile_source(
     """
     compiler = require_compiler()
     base = [*BASE_FLAGS, f"-I{RUNTIME_DIR}"]
-    uses_runtime = RUNTIME_INCLUDE in source
-    pch = precompiled_runtime(compiler, [*base, *flags]) if uses_runtime else []
+    pch = precompiled_runtime(compiler, [*base, *flags]) if RUNTIME_INCLUDE in source else []
     head = [*base, *pch, *flags]
-    tail = [*(runtime_library(compiler, [*base, *flags]) if uses_runtime else []), *extra_link]
+    tail = list(extra_link)
     key = cache.make_key(
         source,
         "\0".join(head),
@@ -290,61 +289,13 @@ def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
     return flags
 
 
-# --- the runtime library ----------------------------------------------------------------------
-
-RT_NAMESPACE = "rt"
-RT_SOURCE = RUNTIME_DIR / "lanterna_cpu_rt.cpp"
-_rt_flags: dict[tuple[Path, str], list[str]] = {}
-
-
-def runtime_library(compiler: str, head: Sequence[str]) -> list[str]:
-    """Link flags for the runtime library, built on first use.
-
-    What every generated module needs alike -- the per-thread arena, the
-    deferred-product logs, the guarded entry -- is compiled once per machine and
-    flag set (`runtime/lanterna_cpu_rt.cpp`, into the cache like the bridge) rather
-    than once per module: a module links `<key>.so` and finds it through its rpath.
-    Unlike the precompiled header it is required: a failure raises CompileError.
-    """
-    key = cache.make_key(
-        b"lanterna runtime library",
-        "\0".join(head),
-        compiler_identity(compiler),
-        _cpu_identity(compiler),
-        _runtime_digest(),
-    )
-    folder = cache.namespace_dir(RT_NAMESPACE)
-    known = _rt_flags.get((folder, key))
-    if known is not None and Path(known[0]).exists():
-        return known
-
-    def build(out: Path) -> None:
-        cmd = [compiler, *head, str(RT_SOURCE), f"-Wl,-soname,{key}.so", "-o", str(out)]
-        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if result.returncode != 0:
-            log = result.stdout + result.stderr
-            log_path = folder / f"{key}.log"
-            cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
-            raise CompileError(
-                f"building the runtime library failed: {shlex.join(cmd)}",
-                log=_trim_log(log, log_path),
-            )
-
-    path, _ = cache.get_or_build(RT_NAMESPACE, key, ".so", build)
-    flags = _rt_flags[(folder, key)] = [str(path), f"-Wl,-rpath,{folder}"]
-    return flags
-
-
 def prebuild(*, debug: bool | None = None) -> None:
-    """Build what a machine builds once, not per program: the bridge, and the
-    precompiled runtime header and the runtime library for the flags the cpu
-    backend compiles with. Benchmarks call this first, so a program's cold
-    compile time is its own."""
+    """Build what a machine builds once, not per program: the bridge and the
+    precompiled runtime header for the flags the cpu backend compiles with.
+    Benchmarks call this first, so a program's cold compile time is its own."""
     build_bridge(debug=debug)
-    compiler = require_compiler()
-    head = [*BASE_FLAGS, f"-I{RUNTIME_DIR}", *blas_flags().compile]
-    precompiled_runtime(compiler, head)
-    runtime_library(compiler, head)
+    base = [*BASE_FLAGS, f"-I{RUNTIME_DIR}"]
+    precompiled_runtime(require_compiler(), [*base, *blas_flags().compile])
 
 
 # --- the bridge -----------------------------------------------------------------------------

@@ -33,25 +33,6 @@
 
 #include <cblas.h>
 
-// --- the runtime library --------------------------------------------------------------------
-//
-// What every module needs but need not compile again -- the per-thread arena,
-// the deferred-product logs and the guarded entry (error codes, the rerun on a
-// big stack) -- is compiled once per machine and flag set into a shared library
-// that generated modules link (lanterna_cpu_rt.cpp, built by the driver's
-// `runtime_library`): about a quarter of a second less per compile. A program
-// that defines LANTERNA_HEADER_ONLY gets those definitions here instead, inline.
-#if defined(LANTERNA_HEADER_ONLY)
-#define LANTERNA_RT inline
-#define LANTERNA_RT_DEFINE 1
-#elif defined(LANTERNA_RUNTIME_LIBRARY)
-#define LANTERNA_RT
-#define LANTERNA_RT_DEFINE 1
-#else
-#define LANTERNA_RT
-#define LANTERNA_RT_DEFINE 0
-#endif
-
 // BLAS entry points; scipy-openblas32 prefixes its symbols with `scipy_`.
 #ifndef LANTERNA_SGEMM
 #define LANTERNA_SGEMM scipy_cblas_sgemm
@@ -194,13 +175,10 @@ class Arena {
 
 // One arena per thread, reused across calls of every generated module loaded
 // in this process (a call resets it on entry).
-LANTERNA_RT Arena& arena();
-#if LANTERNA_RT_DEFINE
-LANTERNA_RT Arena& arena() {
+inline Arena& arena() {
     static thread_local Arena a;
     return a;
 }
-#endif
 
 template <class T>
 inline T* alloc(int64_t n) {
@@ -286,27 +264,10 @@ struct ProductLog {
     }
 };
 
-LANTERNA_RT ProductLog<float>& float_product_log();
-LANTERNA_RT ProductLog<double>& double_product_log();
-#if LANTERNA_RT_DEFINE
-LANTERNA_RT ProductLog<float>& float_product_log() {
-    static thread_local ProductLog<float> log;
-    return log;
-}
-LANTERNA_RT ProductLog<double>& double_product_log() {
-    static thread_local ProductLog<double> log;
-    return log;
-}
-#endif
-
 template <class T>
 inline ProductLog<T>& product_log() {
-    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
-    if constexpr (std::is_same_v<T, float>) {
-        return float_product_log();
-    } else {
-        return double_product_log();
-    }
+    static thread_local ProductLog<T> log;
+    return log;
 }
 
 template <class T>
@@ -353,24 +314,9 @@ inline void check_stack() {
 
 #define LANTERNA_STACK_CHECK() ::lanterna::check_stack()
 
-// Runs the entry's body (`body(ctx)`): on this thread, or again on a big stack
-// when deep recursion exhausted this one; returns 0 or an error code with the
-// message in `err`. Defined in the runtime library.
-LANTERNA_RT int run_entry_with(char* err, size_t errlen, void (*body)(void*), void* ctx);
-
-template <class Body>
-inline int run_entry(char* err, size_t errlen, Body&& body) {
-    using B = std::remove_reference_t<Body>;
-    auto thunk = [](void* ctx) {
-        set_stack_floor();  // of the thread it runs on
-        (*static_cast<B*>(ctx))();
-    };
-    return run_entry_with(err, errlen, thunk, static_cast<void*>(&body));
-}
-
-#if LANTERNA_RT_DEFINE
 // Runs `body` with a fresh arena and turns exceptions into return codes.
-LANTERNA_RT int run_guarded(char* err, size_t errlen, void (*body)(void*), void* ctx) {
+template <class Body>
+inline int run_guarded(char* err, size_t errlen, Body& body) {
     auto report = [&](const char* msg) {
         if (err && errlen) std::snprintf(err, errlen, "%s", msg);
     };
@@ -379,7 +325,7 @@ LANTERNA_RT int run_guarded(char* err, size_t errlen, void (*body)(void*), void*
         arena().reset();
         product_log<float>().clear();
         product_log<double>().clear();
-        body(ctx);
+        body();
         return 0;
     } catch (const StackExhausted&) {
         return kStackExhausted;
@@ -395,27 +341,29 @@ LANTERNA_RT int run_guarded(char* err, size_t errlen, void (*body)(void*), void*
     }
 }
 
-LANTERNA_RT int run_entry_with(char* err, size_t errlen, void (*body)(void*), void* ctx) {
-    int rc = run_guarded(err, errlen, body, ctx);
+// Runs the entry's body: on this thread, or again on a big stack when deep
+// recursion exhausted this one.
+template <class Body>
+inline int run_entry(char* err, size_t errlen, Body&& body) {
+    int rc = run_guarded(err, errlen, body);
     if (rc != kStackExhausted) return rc;
     // Deep recursion (a long differentiated loop is a chain of callbacks) ran
     // out of this thread's stack: run the whole call again on a thread with a
     // large stack. Calls are pure until the final copy into the outputs, so a
     // rerun computes the same results.
     struct Job {
-        void (*body)(void*);
-        void* ctx;
+        Body* body;
         char* err;
         size_t errlen;
         int rc;
-    } job{body, ctx, err, errlen, 1};
+    } job{&body, err, errlen, 1};
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, kBigStack);
     pthread_t thread;
     auto run = [](void* p) -> void* {
         auto* j = static_cast<Job*>(p);
-        j->rc = run_guarded(j->err, j->errlen, j->body, j->ctx);
+        j->rc = run_guarded(j->err, j->errlen, *j->body);
         return nullptr;
     };
     int created = pthread_create(&thread, &attr, run, &job);
@@ -435,7 +383,6 @@ LANTERNA_RT int run_entry_with(char* err, size_t errlen, void (*body)(void*), vo
     }
     return job.rc;
 }
-#endif
 
 // Copies a result into its output buffer. Outputs may alias inputs (donated
 // buffers), so the generated code first stages every result that lies inside

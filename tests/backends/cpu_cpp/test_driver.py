@@ -4,7 +4,6 @@ follow the generated-code contract (`extern "C" int lanterna_entry(...)`)."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -192,30 +191,6 @@ def test_runtime_header_is_precompiled_once_per_flag_set(cache_dir: Path):
     f = get_backend("cpu").compile(_tanh_module(), "f")
     x = np.linspace(-3, 3, 7, dtype=np.float32)
     np.testing.assert_allclose(f(x)[0], np.tanh(x), rtol=1e-6)
-
-
-def test_the_runtime_library_is_built_once_per_flag_set_and_linked(cache_dir: Path):
-    head = [*driver.BASE_FLAGS, f"-I{driver.RUNTIME_DIR}", *driver.blas_flags().compile]
-    compiler = driver.require_compiler()
-    flags = driver.runtime_library(compiler, head)
-    lib = Path(flags[0])
-    assert lib.is_file() and flags[1] == f"-Wl,-rpath,{lib.parent}"
-    built = lib.stat().st_mtime_ns
-    driver._rt_flags.clear()  # as a new process would: found in the cache, not rebuilt
-    assert driver.runtime_library(compiler, head) == flags
-    assert lib.stat().st_mtime_ns == built
-    # A module needs it (the arena and the guarded entry live there) and finds it.
-    f = get_backend("cpu").compile(_tanh_module(), "f")
-    needed = subprocess.run(["ldd", str(f.handle.path)], capture_output=True, text=True).stdout
-    assert str(lib) in needed
-    x = np.linspace(-3, 3, 7, dtype=np.float32)
-    np.testing.assert_allclose(f(x)[0], np.tanh(x), rtol=1e-6)
-
-
-def test_a_runtime_library_that_does_not_build_is_a_compile_error(cache_dir: Path):
-    compiler = driver.require_compiler()
-    with pytest.raises(CompileError, match="building the runtime library failed"):
-        driver.runtime_library(compiler, ["-fno-such-option-anywhere"])
 
 
 def test_a_header_that_cannot_be_precompiled_is_read_as_text(cache_dir: Path):

@@ -50,11 +50,9 @@ def compile_source(source: str, out: Path, extra: list[str], shared: bool = True
     cpp = out.with_suffix(".cpp")
     cpp.write_text(source)
     includes, libs = blas_flags()
-    # Released buffers are filled with NaN bytes: a use after release shows. The
-    # runtime library's parts are compiled in (header only): nothing to link.
+    # Released buffers are filled with NaN bytes: a use after release shows.
     cmd = [
-        "g++", "-std=c++17", "-Wall", "-Werror", "-DLANTERNA_POISON_RELEASED",
-        "-DLANTERNA_HEADER_ONLY", *extra,
+        "g++", "-std=c++17", "-Wall", "-Werror", "-DLANTERNA_POISON_RELEASED", *extra,
         f"-I{RUNTIME}", *includes, str(cpp), "-o", str(out), *libs,
     ]  # fmt: skip
     if shared:
