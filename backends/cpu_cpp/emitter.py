@@ -473,7 +473,9 @@ class CEmitter:
                 self.line(
                     f"const std::array<lanterna::Buffer, {len(ins)}> {bufs} = {{{{{buffers}}}}};"
                 )
-                self.line(f"lanterna::Destinations destinations_({bufs}.data(), {len(ins)}, outputs);")
+                self.line(
+                    f"lanterna::Destinations destinations_({bufs}.data(), {len(ins)}, outputs);"
+                )
                 result = self.fresh("result")
                 self.line(f"auto {result} = {call};")
                 staged = []

@@ -166,7 +166,9 @@ class Jitted:
         self.static_argnums = tuple(nums)
         self.static_argnames = frozenset(names)
         self.pipeline = pipeline
-        self.extra_passes = (extra_passes,) if isinstance(extra_passes, str) else tuple(extra_passes)
+        self.extra_passes = (
+            (extra_passes,) if isinstance(extra_passes, str) else tuple(extra_passes)
+        )
         self.dump_ir = dump_ir
         donate = (donate_argnums,) if isinstance(donate_argnums, int) else donate_argnums
         self.donate_argnums = frozenset(donate)
