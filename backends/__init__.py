@@ -14,6 +14,7 @@ The emitters, compiler drivers and runtimes live in the subpackages
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -23,6 +24,13 @@ from xdsl.dialects.builtin import ModuleOp
 from lanterna.errors import LanternaError
 
 Executable = Callable[..., tuple[np.ndarray, ...]]
+
+
+def debug_enabled(flag: bool | None = None) -> bool:
+    """The one debug switch: an explicit `flag` wins, else `LANTERNA_DEBUG` is set and not 0."""
+    if flag is not None:
+        return flag
+    return os.environ.get("LANTERNA_DEBUG", "") not in ("", "0")
 
 
 class Backend(Protocol):

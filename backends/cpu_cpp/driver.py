@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import os
 import shlex
 import shutil
 import subprocess
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from lanterna.backends import debug_enabled
 from lanterna.backends.cpu_cpp import cache
 from lanterna.errors import CompileError
 
@@ -57,13 +57,6 @@ NAMESPACE = "cpu"
 # A compiler log longer than this is cut in the exception (the full log is saved).
 _LOG_HEAD_LINES = 60
 _LOG_MAX_CHARS = 8000
-
-
-def debug_enabled(flag: bool | None = None) -> bool:
-    """The one debug switch: an explicit `flag` wins, else `LANTERNA_DEBUG` is set and not 0."""
-    if flag is not None:
-        return flag
-    return os.environ.get("LANTERNA_DEBUG", "") not in ("", "0")
 
 
 def _debug(message: str) -> None:

@@ -433,17 +433,25 @@ def _defers(op: Operation) -> ad.AccumOp | None:
     return _accumulating_user(op)
 
 
+def _deferred(em: CEmitter) -> dict[Operation, ad.AccumOp]:
+    """The module's matrix products whose addition into a cell is logged, with
+    their accums (found once per module)."""
+    found = em.facts.get("deferred")
+    if found is None:
+        found = em.facts["deferred"] = {
+            op: accum
+            for op in em.module.walk()
+            if isinstance(op, ln.MatmulOp) and (accum := _defers(op)) is not None
+        }
+    return found
+
+
 def deferred_cells(em: CEmitter) -> set[Attribute]:
     """The cell types some product is logged for: a load of such a cell adds the
     log in first, and a new cell of such a type drops a dead cell's log."""
     cells = em.facts.get("deferred_cells")
     if cells is None:
-        cells = {
-            accum.cell.type
-            for op in em.module.walk()
-            if isinstance(op, ln.MatmulOp) and (accum := _defers(op)) is not None
-        }
-        em.facts["deferred_cells"] = cells
+        cells = em.facts["deferred_cells"] = {a.cell.type for a in _deferred(em).values()}
     return cells
 
 
@@ -455,7 +463,7 @@ def _matmul(em: CEmitter, op: Operation) -> None:
         ta, tb = _absorbed_transpose(a), _absorbed_transpose(b)
         lhs, lda = (ta, m) if ta is not None else (a, k)
         rhs, ldb = (tb, k) if tb is not None else (b, n)
-        deferred = _defers(op)
+        deferred = _deferred(em).get(op)
         if deferred is not None:
             em.define(op.results[0])
             em.done.add(deferred)

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
-from lanterna.backends import Backend, Executable, default_backend, get_backend
+from lanterna.backends import Backend, Executable, debug_enabled, default_backend, get_backend
 from lanterna.frontends.python import pytree
 from lanterna.frontends.python.autograph import convert
 from lanterna.frontends.python.tracing import (
@@ -345,13 +345,12 @@ class Jitted:
         pipeline = self.backend.default_pipeline if self.pipeline is None else self.pipeline
         pipeline = ",".join(p for p in (pipeline, *self.extra_passes) if p)
         if pipeline:
-            from lanterna.backends.cpu_cpp.driver import debug_enabled
             from lanterna.passes import run_pipeline, verify_module
 
             # Verifying after every pass names the pass that broke the IR, at a tenth
             # of a second per compile or more: done when debugging or dumping IR;
             # otherwise the result is verified once.
-            each = self.dump_ir or debug_enabled(None)
+            each = self.dump_ir or debug_enabled()
             run_pipeline(
                 module,
                 pipeline,
