@@ -1,6 +1,6 @@
 """Backends: where a traced and transformed module runs.
 
-A backend is registered by name (`"interp"`, and later `"cpu"` and `"cuda"`) with
+A backend is registered by name (`"interp"`, `"cpu"`) with
 a factory that builds it on first use. A backend object has
 
 * `default_pipeline`: the pass pipeline string `ln.jit` runs before compiling

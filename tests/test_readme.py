@@ -41,3 +41,18 @@ report = ln.check_grads(lambda e, w: loss({"embed": e, "w": w}, tree), [params["
     exec(compile(code, str(path), "exec"), scope)
     assert scope["report"].error < 1e-6
     assert np.isfinite(scope["report"].analytic)
+
+
+def test_readme_names_only_registered_backends():
+    # The README says only what works today: every backend it offers by name
+    # (`backend="..."`) is one the registry knows, and no sentence claims a
+    # lowering to a target that has no backend.
+    from lanterna.backends import available_backends
+
+    named = set(re.findall(r'backend="(\w+)"', README)) | set(
+        re.findall(r"backend='(\w+)'", README)
+    )
+    named.discard("mine")  # the "Adding a backend" example registers its own
+    assert named <= set(available_backends())
+    if "cuda" not in available_backends():
+        assert not re.search(r"(lowers?|compiles?)[^.]*\bCUDA\b", README, re.I)
