@@ -20,8 +20,9 @@ lanterna: the user's own file and line.
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -177,6 +178,20 @@ def is_scalar(x: Any) -> bool:
     """A Python number (not a numpy scalar, which is typed like an array; note that
     `np.float64` subclasses `float`)."""
     return isinstance(x, bool | int | float) and not isinstance(x, np.generic)
+
+
+def const_key(v: Hashable) -> Hashable:
+    """A Python value folded into a trace, as a cache key: equal keys trace alike.
+
+    `==` is not that: `0.0 == -0.0` though `1 / x` tells them apart, and
+    `nan != nan`, so a NaN argument would never hit the cache. Floats are keyed
+    by type and bits; `1`, `1.0` and `True` by their types; tuples element-wise.
+    """
+    if isinstance(v, float):
+        return (type(v), struct.pack("<d", v))
+    if isinstance(v, tuple):
+        return (type(v), tuple(const_key(e) for e in v))
+    return (type(v), v)
 
 
 def dtype_of(x: Any) -> np.dtype:
