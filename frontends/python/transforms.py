@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,11 @@ def _arg_names(f: Callable[..., Any], paths: Sequence[tuple[Any, ...]]) -> list[
         head = params[pos] if pos < len(params) else f"arg{pos}"
         names.append(_value_name([head, *rest]))
     return names
+
+
+# Traces that hold a pullback (their own or in a trace nested in them), to name
+# the cause when one of them is differentiated in turn.
+_HOLDS_PULLBACKS: weakref.WeakSet[Tracer] = weakref.WeakSet()
 
 
 @dataclass
@@ -179,7 +185,17 @@ def _pullback(
             make_context(), outer.module
         )
     except ADError as e:
+        if sub in _HOLDS_PULLBACKS:
+            # The pass cannot differentiate its own output yet; say it in the user's terms.
+            raise user_error(
+                f"{what} of '{name}': '{name}' itself calls ln.grad, ln.value_and_grad or "
+                "ln.vjp; differentiating a gradient (reverse over reverse) is not supported"
+            ) from None
         raise user_error(f"{what} of '{name}': {e}") from None
+    t: Tracer | None = outer
+    while t is not None:
+        _HOLDS_PULLBACKS.add(t)
+        t = t.parent
     grad_fn = next(
         o for o in outer.module.ops if isinstance(o, func.FuncOp) and o.sym_name.data == grad_name
     )

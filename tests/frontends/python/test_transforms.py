@@ -335,3 +335,13 @@ def test_grad_of_a_size_one_output_says_how_to_make_a_scalar():
     # What the message suggests works.
     np.testing.assert_allclose(ln.grad(lambda x: column_loss(x)[0])(np.arange(3.0)), [0, 2, 4])
     np.testing.assert_allclose(ln.grad(lambda x: ln.sum(column_loss(x)))(np.ones(2)), [2, 2])
+
+
+def test_grad_of_a_gradient_says_it_is_not_supported():
+    def inner_grad_norm(x):
+        return ln.sum(ln.grad(lambda y: ln.sum(x * y**2))(x))  # closes over x
+
+    with pytest.raises(
+        ln.TraceError, match=r"'inner_grad_norm' itself calls ln.grad.*reverse over"
+    ):
+        ln.grad(inner_grad_norm)(np.ones(3))
