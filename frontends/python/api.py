@@ -11,7 +11,15 @@ Arguments are pytrees (`pytree.py`). Their numpy-array leaves become the
 function's parameters; Python numbers stay Python numbers while tracing (so they
 fold into the IR as constants and can drive Python control flow) and, like the
 arguments named by `static_argnums`/`static_argnames`, are part of the cache key.
-A new tree structure, shape, dtype or constant value means a new trace.
+A new tree structure, shape, dtype or constant value means a new trace; constants
+are keyed by type and bits (`tracing.const_key`), so `-0.0` is not `0.0` and a NaN
+finds its trace.
+
+Each jitted function keeps its most recently used `cache_maxsize` traces (an LRU
+cache, like `functools.lru_cache`); an evicted signature is traced and compiled
+again when it comes back (the compile is usually found in the backend's disk
+cache). Calls from several threads share the cache: a signature is traced and
+compiled once while the other threads that need it wait.
 
 The traced module runs through the backend's pipeline (or `pipeline=`) and is
 compiled by the backend (`lanterna.backends`). Outputs are pytrees too: staged
@@ -25,6 +33,8 @@ import functools
 import inspect
 import re
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -40,6 +50,7 @@ from lanterna.frontends.python.tracing import (
     Tracer,
     check_owned,
     checked_dtype,
+    const_key,
     current_tracer,
     is_scalar,
     tracing,
@@ -75,11 +86,11 @@ class ArraySpec(NamedTuple):
 
 @dataclass(frozen=True)
 class ConstSpec:
-    """A Python-number leaf: folded into the trace, so its value is in the key.
-    The type is kept because `1 == 1.0 == True` but they trace differently."""
+    """A Python-number leaf: folded into the trace, so its value is in the key, as
+    `const_key` (type and bits: `1`, `1.0` and `True` trace differently, and so do
+    `0.0` and `-0.0`)."""
 
-    type: type
-    value: Hashable
+    key: Hashable
 
 
 @dataclass
@@ -118,10 +129,20 @@ class Traced:
     out_slots: list[int | _Const]
     donate: tuple[int, ...] = ()  # indices into the array arguments whose buffers results may reuse
     executable: Executable | None = field(default=None)
+    # Held while compiling, so threads that find the entry new compile it once.
+    compiling: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def outputs(self, results: Sequence[np.ndarray]) -> Any:
         leaves = [results[s] if isinstance(s, int) else s.get() for s in self.out_slots]
         return pytree.unflatten(self.out_tree, leaves)
+
+
+@dataclass
+class _Pending:
+    """A trace in progress: other threads wanting the same key wait for `done`."""
+
+    thread: int
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class Lowered:
@@ -140,6 +161,10 @@ class Lowered:
 
 # --- jit ----------------------------------------------------------------------------------
 
+DEFAULT_CACHE_MAXSIZE = 128
+"""Traces kept per jitted function unless `cache_maxsize` says otherwise (the
+default of `functools.lru_cache`)."""
+
 
 class Jitted:
     """A function compiled on first call for each argument signature."""
@@ -154,6 +179,7 @@ class Jitted:
         donate_argnums: int | Sequence[int] = (),
         extra_passes: Sequence[str] = (),
         dump_ir: bool = False,
+        cache_maxsize: int | None = DEFAULT_CACHE_MAXSIZE,
     ):
         functools.update_wrapper(self, fn)
         # Python `if`/`while`/`for` on staged values become control-flow ops.
@@ -173,7 +199,21 @@ class Jitted:
         donate = (donate_argnums,) if isinstance(donate_argnums, int) else donate_argnums
         self.donate_argnums = frozenset(donate)
         self.trace_count = 0
-        self._cache: dict[Hashable, Traced] = {}
+        if cache_maxsize is not None and (
+            isinstance(cache_maxsize, bool) or not isinstance(cache_maxsize, int)
+        ):
+            raise TypeError(
+                f"cache_maxsize of '{self.fn_name}' must be an int or None, got "
+                f"{type(cache_maxsize).__name__}"
+            )
+        if cache_maxsize is not None and cache_maxsize < 1:
+            raise ValueError(
+                f"cache_maxsize of '{self.fn_name}' must be at least 1, got {cache_maxsize}"
+            )
+        self.cache_maxsize = cache_maxsize
+        self._cache: OrderedDict[Hashable, Traced] = OrderedDict()  # least recently used first
+        self._pending: dict[Hashable, _Pending] = {}
+        self._lock = threading.Lock()  # guards _cache, _pending and trace_count
         try:
             self._params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError):
@@ -184,6 +224,7 @@ class Jitted:
 
     @property
     def cache_size(self) -> int:
+        """How many signatures are traced and cached now (at most `cache_maxsize`)."""
         return len(self._cache)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -192,10 +233,14 @@ class Jitted:
             return self.fn(*args, **kwargs)
         call = self._split(args, kwargs)
         traced = self._get(call)
-        if traced.executable is None:
-            traced.executable = self._compile(traced)
+        executable = traced.executable
+        if executable is None:
+            with traced.compiling:
+                if traced.executable is None:
+                    traced.executable = self._compile(traced)
+                executable = traced.executable
         self._last = traced
-        return traced.outputs(traced.executable(*call.arrays))
+        return traced.outputs(executable(*call.arrays))
 
     def memory_stats(self) -> dict[str, int]:
         """Bytes the last call asked of the backend's memory (cpu: its arena):
@@ -232,7 +277,7 @@ class Jitted:
                     f"static argument {label!r} of '{self.fn_name}' must be hashable, "
                     f"got {type(v).__name__}"
                 ) from None
-            statics.append((label, type(v), v))
+            statics.append((label, const_key(v)))
 
         tree = (dyn_args, dyn_kwargs)
         leaves, treedef = pytree.flatten(tree)
@@ -248,7 +293,7 @@ class Jitted:
                     f"'{self.fn_name}' was called with a staged value outside of its trace"
                 )
             if is_scalar(leaf):
-                specs.append(ConstSpec(type(leaf), leaf))
+                specs.append(ConstSpec(const_key(leaf)))
             elif isinstance(leaf, np.ndarray | np.generic):
                 arr = np.asarray(leaf)
                 specs.append(ArraySpec(arr.shape, checked_dtype(arr.dtype)))
@@ -273,10 +318,36 @@ class Jitted:
         )
 
     def _get(self, call: _Call) -> Traced:
-        traced = self._cache.get(call.key)
-        if traced is None:
-            traced = self._cache[call.key] = self._trace(call)
-        return traced
+        """The cache entry for `call`, traced by the first thread that needs it."""
+        key, me = call.key, threading.get_ident()
+        while True:
+            with self._lock:
+                traced = self._cache.get(key)
+                if traced is not None:
+                    self._cache.move_to_end(key)
+                    return traced
+                pending = self._pending.get(key)
+                if pending is None:
+                    pending = self._pending[key] = _Pending(me)
+                    break
+            if pending.thread == me:
+                # Asked again while this thread traces it (`lower` from inside the
+                # trace): waiting would wait for ourselves.
+                return self._trace(call)
+            # If that trace fails, the entry is still missing and this thread
+            # traces it (and meets the error) itself.
+            pending.done.wait()
+        try:
+            traced = self._trace(call)
+            with self._lock:
+                self._cache[key] = traced
+                if self.cache_maxsize is not None and len(self._cache) > self.cache_maxsize:
+                    self._cache.popitem(last=False)
+            return traced
+        finally:
+            with self._lock:
+                del self._pending[key]
+            pending.done.set()
 
     def _arg_name(self, path: tuple[Hashable, ...], dyn_positions: list[int]) -> str | None:
         """`params_w` for leaf `params["w"]`: SSA names that say where an input came from."""
@@ -290,7 +361,8 @@ class Jitted:
         return _value_name(["arg", pos, *rest])
 
     def _trace(self, call: _Call) -> Traced:
-        self.trace_count += 1
+        with self._lock:
+            self.trace_count += 1
         arg_types, names = [], []
         paths = pytree.leaf_paths(call.tree)
         for spec, path in zip(call.specs, paths):
@@ -375,6 +447,7 @@ def jit(
     donate_argnums: int | Sequence[int] = (),
     extra_passes: Sequence[str] = (),
     dump_ir: bool = False,
+    cache_maxsize: int | None = DEFAULT_CACHE_MAXSIZE,
 ) -> Any:
     """Compile `f` for the given backend; usable as `@jit` and `@jit(backend=...)`.
 
@@ -387,6 +460,8 @@ def jit(
     `donate_argnums` names arguments whose arrays results may overwrite in place
     (e.g. parameters updated by a training step); the caller must not use them
     afterwards, as in JAX.
+    `cache_maxsize` bounds how many argument signatures stay traced and compiled,
+    dropping the least recently used (None: no bound), as `functools.lru_cache`.
     """
 
     def wrap(fn: Callable[..., Any]) -> Jitted:
@@ -399,6 +474,7 @@ def jit(
             donate_argnums,
             extra_passes,
             dump_ir,
+            cache_maxsize,
         )
 
     return wrap if f is None else wrap(f)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ from lanterna.frontends.python.tracing import (
     Tensor,
     Tracer,
     checked_dtype,
+    const_key,
     current_tracer,
     lift,
     tracing,
@@ -102,7 +104,7 @@ def _leaf_spec(leaf: Any, name: str) -> Hashable:
             f"staged function '{name}' got an unhashable {type(leaf).__name__} argument; "
             "arguments must be pytrees of arrays and hashable Python values"
         ) from None
-    return ("static", type(leaf), leaf)
+    return ("static", const_key(leaf))
 
 
 def _declared(
@@ -133,6 +135,7 @@ class StagedFunction:
         self.result_shape = result_shape
         self.trace_count = 0
         self._jitted: Jitted | None = None
+        self._lock = threading.Lock()
         try:
             self._params = [
                 p.name
@@ -149,7 +152,9 @@ class StagedFunction:
         tracer = current_tracer()
         if tracer is None:
             if self._jitted is None:
-                self._jitted = Jitted(self, backend=DEFAULT_BACKEND)
+                with self._lock:  # one Jitted (one trace cache) when first called from threads
+                    if self._jitted is None:
+                        self._jitted = Jitted(self, backend=DEFAULT_BACKEND)
             return self._jitted(*args, **kwargs)
         leaves, treedef = pytree.flatten((args, kwargs))
         specs = tuple(_leaf_spec(leaf, self.name) for leaf in leaves)

@@ -20,8 +20,9 @@ lanterna: the user's own file and line.
 from __future__ import annotations
 
 import contextlib
+import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,12 +54,22 @@ class Tracer:
         arg_types: Sequence[Attribute],
         arg_names: Sequence[str | None] = (),
         parent: Tracer | None = None,
+        captures: bool = False,
     ):
         # Functions traced on the side (a differentiated function, a staged callee)
         # join the root trace's module, so calls to them resolve.
         self.module: ModuleOp = parent.module if parent is not None else ModuleOp([])
         self.symbols: set[str] = parent.symbols if parent is not None else {name}
         self.name = name
+        self.parent = parent
+        # With `captures`, staged values of enclosing traces that the code uses (a
+        # closure over them) become extra trailing parameters of this function, and
+        # the caller passes `captured` for them. Only a function traced for one
+        # call site may do this: a staged function (`function.py`) is reused at
+        # other call sites, where those values are not in scope.
+        self.captures = captures
+        self.captured: list[Tensor] = []  # in the parent trace, one per extra parameter
+        self._capture_args: dict[SSAValue, Tensor] = {}  # outer value -> its parameter
         self.block = Block(arg_types=arg_types)
         self.builder = Builder(InsertPoint.at_end(self.block))
         names = list(arg_names) + [None] * (len(arg_types) - len(arg_names))
@@ -69,6 +80,30 @@ class Tracer:
 
     def insert(self, op: Operation) -> Operation:
         return self.builder.insert(op)
+
+    def own(self, t: Tensor) -> Tensor:
+        """`t` as a value of this trace: itself, or (with `captures`) the parameter
+        that passes in a value of an enclosing trace. Otherwise a TraceError."""
+        if t.tracer is self:
+            return t
+        inner = self._capture_args.get(t.value)
+        if inner is not None:
+            return inner
+        if not self.captures or self.parent is None or not self.parent.encloses(t.tracer):
+            check_owned(self, t)
+        assert self.parent is not None
+        outer = self.parent.own(t)  # the parent may have to capture it in turn
+        arg = self.block.insert_arg(outer.value.type, len(self.block.args))
+        inner = self._capture_args[t.value] = Tensor(arg, self)
+        self.captured.append(outer)
+        return inner
+
+    def encloses(self, other: Tracer) -> bool:
+        """Whether `other` is this trace or one it is nested in."""
+        t: Tracer | None = self
+        while t is not None and t is not other:
+            t = t.parent
+        return t is not None
 
     def fresh_symbol(self, base: str) -> str:
         """A function name not yet used in this trace's module."""
@@ -145,6 +180,20 @@ def is_scalar(x: Any) -> bool:
     return isinstance(x, bool | int | float) and not isinstance(x, np.generic)
 
 
+def const_key(v: Hashable) -> Hashable:
+    """A Python value folded into a trace, as a cache key: equal keys trace alike.
+
+    `==` is not that: `0.0 == -0.0` though `1 / x` tells them apart, and
+    `nan != nan`, so a NaN argument would never hit the cache. Floats are keyed
+    by type and bits; `1`, `1.0` and `True` by their types; tuples element-wise.
+    """
+    if isinstance(v, float):
+        return (type(v), struct.pack("<d", v))
+    if isinstance(v, tuple):
+        return (type(v), tuple(const_key(e) for e in v))
+    return (type(v), v)
+
+
 def dtype_of(x: Any) -> np.dtype:
     """The dtype an operand has when it is not a Python scalar."""
     if isinstance(x, Tensor):
@@ -218,7 +267,7 @@ def lift(x: Any, dtype: Any = None) -> Value:
                 f"a staged value of '{x.tracer.name}' was used after its trace ended; "
                 "return it from the traced function instead"
             )
-        check_owned(tracer, x)
+        x = tracer.own(x)
         if dt is None or dt == x.dtype:
             return x
         return apply(CastOp, x, result_type=tensor(x.shape, from_numpy_dtype(dt)))

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,12 +43,19 @@ def _argnums_tuple(
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not nums:
         raise user_error(f"ln.grad of '{_fn_name(f)}': argnums is empty")
-    out = []
+    out: list[int] = []
     for i in nums:
         if not isinstance(i, int) or not -nargs <= i < nargs:
             raise user_error(
                 f"ln.grad of '{_fn_name(f)}': argnums {i} is out of range for "
                 f"{nargs} positional argument{'s' if nargs != 1 else ''}"
+            )
+        if i % nargs in out:
+            # JAX gives the repeated argument's gradient to one of the copies and
+            # zero to the other: nothing a caller could mean.
+            raise user_error(
+                f"ln.grad of '{_fn_name(f)}': argnums {tuple(nums)} names argument "
+                f"{i % nargs} twice"
             )
         out.append(i % nargs)
     return tuple(out)
@@ -69,6 +78,11 @@ def _arg_names(f: Callable[..., Any], paths: Sequence[tuple[Any, ...]]) -> list[
     return names
 
 
+# Traces that hold a pullback (their own or in a trace nested in them), to name
+# the cause when one of them is differentiated in turn.
+_HOLDS_PULLBACKS: weakref.WeakSet[Tracer] = weakref.WeakSet()
+
+
 @dataclass
 class _Pullback:
     """The outcome of differentiating one call inside a trace."""
@@ -85,11 +99,16 @@ def _pullback(
     has_aux: bool,
     cotangents: Any | None,
     what: str,
+    kwargs: dict[str, Any] | None = None,
 ) -> _Pullback:
     """Differentiate `f` at `args` inside the current trace.
 
     With `cotangents` None, f's primary output must be a float scalar and is
     seeded with 1; otherwise `cotangents` is a pytree matching it (a VJP).
+    `kwargs` are passed to `f` as they are and, like the staged values of
+    enclosing traces that `f` closes over, are constants of the differentiation
+    (as in JAX): such values become extra parameters of the traced function that
+    are not in `argnums`.
     """
     outer = current_tracer()
     assert outer is not None
@@ -111,9 +130,10 @@ def _pullback(
         [s.value.type for s in staged],
         _arg_names(f, pytree.leaf_paths(tuple(args))),
         parent=outer,
+        captures=True,
     )
     with tracing(sub):
-        result = f(*pytree.unflatten(treedef, sub.args))
+        result = f(*pytree.unflatten(treedef, sub.args), **(kwargs or {}))
         if has_aux:
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise user_error(
@@ -126,16 +146,7 @@ def _pullback(
         out_leaves, out_tree = pytree.flatten(result)
         out_leaves = [lift(x) for x in out_leaves]
         if cotangents is None:
-            if len(out_leaves) != 1 or out_leaves[0].shape != () or out_leaves[0].dtype.kind != "f":
-                shown = (
-                    f"shape {out_leaves[0].shape} and dtype {out_leaves[0].dtype}"
-                    if len(out_leaves) == 1
-                    else f"{len(out_leaves)} values"
-                )
-                raise user_error(
-                    f"{what} of '{name}': the function must return a scalar float (a loss), "
-                    f"got {shown}; use ln.vjp for other outputs"
-                )
+            _check_loss(out_leaves, what, name)
         aux_leaves, aux_tree = pytree.flatten(aux)
         aux_leaves = [lift(x) for x in aux_leaves]
         fn = sub.finish([*out_leaves, *aux_leaves])
@@ -174,13 +185,23 @@ def _pullback(
             make_context(), outer.module
         )
     except ADError as e:
+        if sub in _HOLDS_PULLBACKS:
+            # The pass cannot differentiate its own output yet; say it in the user's terms.
+            raise user_error(
+                f"{what} of '{name}': '{name}' itself calls ln.grad, ln.value_and_grad or "
+                "ln.vjp; differentiating a gradient (reverse over reverse) is not supported"
+            ) from None
         raise user_error(f"{what} of '{name}': {e}") from None
+    t: Tracer | None = outer
+    while t is not None:
+        _HOLDS_PULLBACKS.add(t)
+        t = t.parent
     grad_fn = next(
         o for o in outer.module.ops if isinstance(o, func.FuncOp) and o.sym_name.data == grad_name
     )
     call = func.CallOp(
         grad_name,
-        [s.value for s in staged] + [s.value for s in seeds],
+        [s.value for s in [*staged, *sub.captured, *seeds]],
         list(grad_fn.function_type.outputs.data),
     )
     outer.insert(call)
@@ -188,14 +209,36 @@ def _pullback(
     n_out, n_aux = len(out_leaves), len(aux_leaves)
     out = pytree.unflatten(out_tree, results[:n_out])
     aux_out = pytree.unflatten(aux_tree, results[n_out : n_out + n_aux])
-    grad_leaves = iter(results[n_out + n_aux :])
+    # The adjoints come in leaf order (`diff`); the caller asked for them in
+    # `argnums` order.
+    grad_of = dict(zip(diff, results[n_out + n_aux :]))
     grads = []
     for a in argnums:
-        count = sum(1 for o in owner if o == a)
-        sub_leaves = [next(grad_leaves) for _ in range(count)]
         _, tree = pytree.flatten(args[a])
-        grads.append(pytree.unflatten(tree, sub_leaves))
+        grads.append(pytree.unflatten(tree, [grad_of[i] for i in diff if owner[i] == a]))
     return _Pullback(out, aux_out, grads)
+
+
+def _check_loss(out_leaves: Sequence[Tensor], what: str, name: str) -> None:
+    """The output of a function given to `grad` must be one float scalar."""
+    if len(out_leaves) == 1 and out_leaves[0].shape == () and out_leaves[0].dtype.kind == "f":
+        return
+    if len(out_leaves) != 1:
+        shown, hint = f"{len(out_leaves)} values", "use ln.vjp for other outputs"
+    else:
+        o = out_leaves[0]
+        shown = f"shape {o.shape} and dtype {o.dtype}"
+        if o.dtype.kind != "f":
+            hint = "only float outputs can be differentiated"
+        elif o.size == 1:
+            # As JAX: a shape-(1,) loss is an array, not a scalar. Say how to make one.
+            index = "index it with [0]" if o.ndim == 1 else "reshape it to ()"
+            hint = f"return ln.sum(...) of it, or {index}"
+        else:
+            hint = "reduce it to a scalar (e.g. ln.sum(...)), or use ln.vjp for other outputs"
+    raise user_error(
+        f"{what} of '{name}': the function must return a scalar float (a loss), got {shown}; {hint}"
+    )
 
 
 class _Transformed:
@@ -206,27 +249,32 @@ class _Transformed:
         self.f = f
         self.body = body
         self._jitted: Jitted | None = None
+        self._lock = threading.Lock()
         self.__name__ = f"{prefix}_{_fn_name(f)}"
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if current_tracer() is not None:
-            return self.body(*args)
+            return self.body(*args, **kwargs)
         if self._jitted is None:
-            self._jitted = Jitted(self)
-        return self._jitted(*args)
+            with self._lock:  # one Jitted (one trace cache) when first called from threads
+                if self._jitted is None:
+                    self._jitted = Jitted(self)
+        return self._jitted(*args, **kwargs)
 
 
 def value_and_grad(
     f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
 ) -> Callable[..., Any]:
-    """`(f(*args), grad)`; with `has_aux`, `((out, aux), grad)`. The gradient is a
-    pytree like the argument (a tuple of them when `argnums` is a tuple)."""
+    """`(f(*args, **kwargs), grad)`; with `has_aux`, `((out, aux), grad)`. The
+    gradient is a pytree like the argument (a tuple of them, in `argnums` order,
+    when `argnums` is a tuple). Keyword arguments are passed to `f` and not
+    differentiated, as in JAX."""
 
     staged = convert(f)  # Python control flow on staged values, as under ln.jit
 
-    def body(*args: Any) -> Any:
+    def body(*args: Any, **kwargs: Any) -> Any:
         nums = _argnums_tuple(f, argnums, len(args))
-        pb = _pullback(staged, args, nums, has_aux, None, "ln.grad")
+        pb = _pullback(staged, args, nums, has_aux, None, "ln.grad", kwargs)
         g = pb.grads[0] if isinstance(argnums, int) else tuple(pb.grads)
         return ((pb.out, pb.aux) if has_aux else pb.out), g
 
@@ -236,11 +284,12 @@ def value_and_grad(
 def grad(
     f: Callable[..., Any], argnums: int | Sequence[int] = 0, has_aux: bool = False
 ) -> Callable[..., Any]:
-    """The gradient of a scalar function w.r.t. the arguments in `argnums`."""
+    """The gradient of a scalar function w.r.t. the arguments in `argnums`
+    (keyword arguments are passed to `f` and not differentiated)."""
     vg = value_and_grad(f, argnums, has_aux)
 
-    def body(*args: Any) -> Any:
-        (out, g) = vg(*args)
+    def body(*args: Any, **kwargs: Any) -> Any:
+        (out, g) = vg(*args, **kwargs)
         return (g, out[1]) if has_aux else g
 
     return _Transformed(f, body, "grad")

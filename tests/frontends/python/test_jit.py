@@ -3,6 +3,10 @@ and the backend registry."""
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from xdsl.dialects import func
@@ -252,3 +256,151 @@ def test_public_namespace():
     ):
         assert hasattr(ln, name), name
     assert ln.float32 == np.float32 and ln.bool_ == np.bool_
+
+
+# --- constants by bits, a bounded cache, threads (issue 12) -------------------------------
+
+
+@pytest.mark.parametrize("backend", ["interp", "cpu"])
+def test_float_constants_are_keyed_by_their_bits(backend):
+    f = ln.jit(lambda x, s: x / s, backend=backend)
+    x = np.array([1.0, -2.0])
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(f(x, 0.0), [np.inf, -np.inf])
+        np.testing.assert_array_equal(f(x, -0.0), [-np.inf, np.inf])  # 0.0 == -0.0, not alike
+    assert f.trace_count == 2
+    for _ in range(50):  # nan != nan, but one NaN constant is one trace
+        assert np.isnan(f(x, float("nan"))).all()
+    assert f.trace_count == 3
+
+    # True, 1 and 1.0 are equal and hash alike but trace differently.
+    g = ln.jit(lambda n, s: n * s, backend=backend)
+    n = np.arange(3, dtype=np.int32)
+    assert [g(n, s).dtype for s in (True, 1, 1.0)] == [np.int32, np.int32, np.float32]
+    assert g.trace_count == 3
+    # Numpy scalars are typed arrays: their dtype is in the key, their value is not.
+    assert g(n, np.float64(2.0)).dtype == np.float64 and g(n, np.float32(2.0)).dtype == np.float32
+    np.testing.assert_array_equal(g(n, np.float32(3.0)), [0, 3, 6])
+    assert g.trace_count == 5
+
+    # Static arguments and tuples of them too.
+    h = ln.jit(lambda x, s: x / s[0], static_argnums=1, backend=backend)
+    with np.errstate(divide="ignore"):
+        np.testing.assert_array_equal(h(x, (0.0,)), [np.inf, -np.inf])
+        np.testing.assert_array_equal(h(x, (-0.0,)), [-np.inf, np.inf])
+
+
+def test_staged_function_constants_are_keyed_by_their_bits():
+    @ln.function
+    def div(x, s):
+        return x / s
+
+    @ln.jit(backend="interp")
+    def both(x):
+        return div(x, 0.0), div(x, -0.0), div(x, float("nan")), div(x, float("nan"))
+
+    x = np.array([1.0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pos, neg, nan1, nan2 = both(x)
+    assert pos[0] == np.inf and neg[0] == -np.inf and np.isnan(nan1[0]) and np.isnan(nan2[0])
+    assert div.trace_count == 3  # one function per constant, the NaN one shared
+
+
+def test_trace_cache_keeps_the_most_recently_used():
+    traces = []
+
+    @ln.jit(backend="interp", cache_maxsize=2)
+    def f(x):
+        traces.append(x.shape[0])
+        return x * 2.0
+
+    for n in (1, 2, 3):  # 1 is evicted by 3
+        np.testing.assert_allclose(f(np.ones(n)), 2 * np.ones(n))
+    assert traces == [1, 2, 3] and f.cache_size == 2
+    f(np.ones(2))  # a hit: 2 is now the most recently used, 3 the least
+    assert traces == [1, 2, 3]
+    np.testing.assert_allclose(f(np.ones(1)), [2.0])  # retraced, evicting 3
+    assert traces == [1, 2, 3, 1] and f.cache_size == 2
+    f(np.ones(2))
+    f(np.ones(3))
+    assert traces == [1, 2, 3, 1, 3] and f.trace_count == 5
+
+    unbounded = ln.jit(lambda x: x, backend="interp", cache_maxsize=None)
+    for n in range(1, 200):
+        unbounded(np.ones(n))
+    assert unbounded.cache_size == 199
+    bounded = ln.jit(lambda x: x, backend="interp")
+    for n in range(1, 200):
+        bounded(np.ones(n))
+    assert (
+        bounded.cache_size == bounded.cache_maxsize == ln.frontends.python.api.DEFAULT_CACHE_MAXSIZE
+    )
+    with pytest.raises(ValueError, match="cache_maxsize of 'lambda' must be at least 1"):
+        ln.jit(lambda x: x, cache_maxsize=0)
+    with pytest.raises(TypeError, match="cache_maxsize of 'lambda' must be an int"):
+        ln.jit(lambda x: x, cache_maxsize=2.5)
+
+
+def test_a_first_call_from_many_threads_traces_and_compiles_once():
+    n_threads = 8
+    barrier = threading.Barrier(n_threads)
+
+    @ln.jit(backend="interp")
+    def f(x):
+        time.sleep(0.05)  # a slow trace: every thread arrives while it runs
+        return ln.tanh(x) * 2.0
+
+    compiles = []
+    compile_ = f._compile
+
+    def counting_compile(traced):
+        compiles.append(traced)
+        time.sleep(0.05)
+        return compile_(traced)
+
+    f._compile = counting_compile
+    x = RNG.standard_normal(5)
+
+    def work(i):
+        barrier.wait()
+        return f(x + i)
+
+    with ThreadPoolExecutor(n_threads) as pool:
+        results = list(pool.map(work, range(n_threads), timeout=120))
+    assert f.trace_count == 1 and len(compiles) == 1
+    for i, r in enumerate(results):
+        np.testing.assert_allclose(r, np.tanh(x + i) * 2.0, rtol=1e-12)
+
+    # A trace that fails wakes the waiting threads, which then meet the error themselves.
+    @ln.jit(backend="interp")
+    def bad(x):
+        time.sleep(0.05)
+        return x + np.ones(7)
+
+    barrier = threading.Barrier(4)
+
+    def call_bad(_):
+        barrier.wait()
+        with pytest.raises(ln.TraceError, match="broadcast"):
+            bad(x)
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(call_bad, range(4), timeout=120))  # re-raises a thread's failure
+
+
+def test_asking_for_a_signature_while_tracing_it_does_not_wait_for_itself():
+    asked, lowered = [], []
+
+    @ln.jit(backend="interp")
+    def f(x):
+        if not asked:  # same thread, same key, while its trace is in progress
+            asked.append(True)
+            lowered.append(f.lower(np.ones(3)))
+        return x + 1.0
+
+    done = threading.Thread(target=lambda: f(np.ones(3)), daemon=True)
+    done.start()
+    done.join(timeout=60)
+    assert not done.is_alive()
+    assert "ln.add" in lowered[0].as_text()
+    np.testing.assert_allclose(f(np.zeros(3)), [1, 1, 1])
