@@ -1,10 +1,12 @@
 """`python -m lanterna`: command-line tools that are not passes (those are `lanterna-opt`).
 
-    python -m lanterna cache info     where the compile cache is, how many entries, how big
+    python -m lanterna cache info     where the compile cache is, how many entries, how big,
+                                      and its size limit
     python -m lanterna cache list     every built entry with its size
     python -m lanterna cache clear    remove every entry
 
-The cache lives in `$LANTERNA_CACHE_DIR`, else `~/.cache/lanterna`.
+The cache lives in `$LANTERNA_CACHE_DIR`, else `~/.cache/lanterna`; it is kept under
+`$LANTERNA_CACHE_MAX_SIZE` (2G unless set) by removing the least recently used entries.
 """
 
 from __future__ import annotations
@@ -31,6 +33,14 @@ def _cache_info() -> int:
     kinds = ", ".join(f"{n} {ns}" for ns, n in sorted(info.by_namespace.items()))
     print(f"entries:   {info.entries}" + (f" ({kinds})" if kinds else ""))
     print(f"size:      {_size(info.total_bytes)}")
+    if info.limit_bytes is None:
+        print(f"limit:     none ({cache.MAX_SIZE_ENV}=unlimited)")
+    else:
+        used = 100 * info.total_bytes / info.limit_bytes
+        print(
+            f"limit:     {_size(info.limit_bytes)} ({used:.0f}% used; set by "
+            f"{cache.MAX_SIZE_ENV}; least recently used entries go first)"
+        )
     return 0
 
 
@@ -46,7 +56,10 @@ def _cache_list() -> int:
 def _cache_clear() -> int:
     from lanterna.backends.cpu_cpp import cache
 
-    removed = cache.clear()
+    def waiting() -> None:
+        print("waiting for running lanterna compiles to finish...", file=sys.stderr, flush=True)
+
+    removed = cache.clear(on_wait=waiting)
     print(f"removed {removed} entries from {cache.cache_dir()}")
     return 0
 
@@ -61,15 +74,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cache",
         help="inspect or clear the compile cache",
         description="The compile cache holds compiled modules and the pybind11 bridge. "
-        "It lives in $LANTERNA_CACHE_DIR, else ~/.cache/lanterna.",
+        "It lives in $LANTERNA_CACHE_DIR, else ~/.cache/lanterna, and is kept under "
+        "$LANTERNA_CACHE_MAX_SIZE (e.g. 500M, 2G; 2G unless set) by removing the least "
+        "recently used entries.",
     )
     actions = cache_parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    actions.add_parser("info", help="print the cache directory, entry count and total size")
+    actions.add_parser(
+        "info", help="print the cache directory, entry count, total size and size limit"
+    )
     actions.add_parser("list", help="print every built entry with its size")
-    actions.add_parser("clear", help="remove every entry (running processes are unaffected)")
+    actions.add_parser(
+        "clear",
+        help="remove every entry (waits for running compiles; running programs are unaffected)",
+    )
     args = parser.parse_args(argv)
     handlers = {"info": _cache_info, "list": _cache_list, "clear": _cache_clear}
-    return handlers[args.action]()
+    from lanterna.errors import LanternaError
+
+    try:
+        return handlers[args.action]()
+    except LanternaError as e:
+        print(f"python -m lanterna: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

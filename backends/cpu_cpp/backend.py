@@ -170,10 +170,11 @@ class CpuBackend:
         driver.require_compiler()
         emitted = emit_module(module, fn_name)
         blas = driver.blas_flags()
-        path = driver.compile_source(
+        with driver.compiled(
             emitted.source, flags=blas.compile, extra_link=blas.link, debug=debug
-        )
-        return load(path, fn_name, emitted.inputs, emitted.outputs, donate=donate, debug=debug)
+        ) as path:
+            # Loaded while the cache holds it: a concurrent clear or eviction waits.
+            return load(path, fn_name, emitted.inputs, emitted.outputs, donate=donate, debug=debug)
 
 
 def load(

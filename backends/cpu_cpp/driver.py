@@ -14,13 +14,17 @@ Debugging: `LANTERNA_DEBUG=1` in the environment (or `debug=True` here or on
 `CpuBackend.compile`) prints, on stderr, the path of every generated source and of
 the module built from it. Sources are always saved in the cache beside their module
 (`<key>.cpp`), so a failing one can be recompiled by hand with the printed command.
+They are written by every build and never read back: the compiler only ever sees
+the text generated in this process, whatever was left on disk under that name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
+import os
 import shlex
 import shutil
 import subprocess
@@ -28,7 +32,8 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -171,6 +176,70 @@ def _trim_log(log: str, full_log: Path) -> str:
     return head
 
 
+def module_key(compiler: str, source: str, head: Sequence[str], tail: Sequence[str]) -> str:
+    """The cache key of a module: everything that decides what the compiler makes of it."""
+    return cache.make_key(
+        source,
+        "\0".join(head),
+        "\0".join(tail),
+        compiler_identity(compiler),
+        _cpu_identity(compiler),
+        _runtime_digest(),
+    )
+
+
+@contextlib.contextmanager
+def compiled(
+    source: str,
+    *,
+    flags: Sequence[str] = (),
+    extra_link: Sequence[str] = (),
+    debug: bool | None = None,
+) -> Iterator[Path]:
+    """`compile_source`, holding the module in the cache for the `with` body (to load
+    it): neither `python -m lanterna cache clear` nor eviction removes it meanwhile."""
+    compiler = require_compiler()
+    base = [*BASE_FLAGS, f"-I{RUNTIME_DIR}"]
+    show = debug_enabled(debug)
+    with contextlib.ExitStack() as stack:
+        pch: list[str] = []
+        if RUNTIME_INCLUDE in source:
+            # Held while the module compiles: g++ reads the precompiled header then.
+            pch = stack.enter_context(_precompiled(compiler, [*base, *flags]))
+        head = [*base, *pch, *flags]
+        tail = list(extra_link)
+        key = module_key(compiler, source, head, tail)
+        src_path = cache.namespace_dir(NAMESPACE) / f"{key}.cpp"
+        if show:
+            _debug(f"generated source {src_path}")
+
+        def build(out: Path) -> None:
+            # Always the source generated here, never a file found on disk: a `<key>.cpp`
+            # left there (edited, or planted before the key was built) is overwritten.
+            src = out.parent / f"{key}.cpp"
+            cache.write_atomic(src, source.encode())
+            cmd = [compiler, *head, str(src), "-o", str(out), *tail]
+            start = time.perf_counter()
+            result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            if result.returncode != 0:
+                log = result.stdout + result.stderr
+                log_path = out.parent / f"{key}.log"
+                cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
+                raise CompileError(
+                    f"C++ compilation failed ({COMPILER} exited with {result.returncode}); "
+                    f"command: {shlex.join(cmd)}",
+                    log=_trim_log(log, log_path),
+                    source_path=str(src),
+                )
+            if show:
+                _debug(f"compiled in {time.perf_counter() - start:.2f}s")
+
+        path, built = stack.enter_context(cache.use(NAMESPACE, key, ".so", build))
+        if show:
+            _debug(f"module {path} ({'built' if built else 'from cache'})")
+        yield path
+
+
 def compile_source(
     source: str,
     *,
@@ -184,57 +253,93 @@ def compile_source(
     (libraries). The runtime headers (`runtime/`) are always on the include path. A
     cached module with the same key is returned without running the compiler. A
     compiler failure raises `CompileError` with the compiler's log and the path of
-    the saved source.
+    the saved source. To load the module, prefer `compiled`, which keeps it from being
+    cleared or evicted before it is loaded.
     """
-    compiler = require_compiler()
-    base = [*BASE_FLAGS, f"-I{RUNTIME_DIR}"]
-    pch = precompiled_runtime(compiler, [*base, *flags]) if RUNTIME_INCLUDE in source else []
-    head = [*base, *pch, *flags]
-    tail = list(extra_link)
-    key = cache.make_key(
-        source,
-        "\0".join(head),
-        "\0".join(tail),
-        compiler_identity(compiler),
-        _cpu_identity(compiler),
-        _runtime_digest(),
-    )
-    folder = cache.namespace_dir(NAMESPACE)
-    src_path = folder / f"{key}.cpp"
-    if not src_path.exists():
-        cache.write_atomic(src_path, source.encode())
-    show = debug_enabled(debug)
-    if show:
-        _debug(f"generated source {src_path}")
-
-    def build(out: Path) -> None:
-        cmd = [compiler, *head, str(src_path), "-o", str(out), *tail]
-        start = time.perf_counter()
-        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if result.returncode != 0:
-            log = result.stdout + result.stderr
-            log_path = folder / f"{key}.log"
-            cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
-            raise CompileError(
-                f"C++ compilation failed ({COMPILER} exited with {result.returncode}); "
-                f"command: {shlex.join(cmd)}",
-                log=_trim_log(log, log_path),
-                source_path=str(src_path),
-            )
-        if show:
-            _debug(f"compiled in {time.perf_counter() - start:.2f}s")
-
-    path, built = cache.get_or_build(NAMESPACE, key, ".so", build)
-    if show:
-        _debug(f"module {path} ({'built' if built else 'from cache'})")
-    return path
+    with compiled(source, flags=flags, extra_link=extra_link, debug=debug) as path:
+        return path
 
 
 # --- the precompiled runtime header -----------------------------------------------------------
 
 PCH_NAMESPACE = "pch"
 RUNTIME_INCLUDE = '#include "lanterna_cpu.h"'  # how generated sources include the runtime
-_pch_flags: dict[tuple[Path, str], list[str]] = {}
+PCH_STUB = f"{RUNTIME_INCLUDE}\n".encode()
+# How long a failure to precompile the header keeps it off before it is tried again: a
+# failure may be passing (a full disk, a killed compiler), and each retry costs seconds.
+PCH_RETRY_SECONDS = 3600.0
+_pch_warned: set[str] = set()  # failure markers this process has warned about
+
+
+def _warn_pch_off(failed: Path, since: float) -> None:
+    if str(failed) in _pch_warned:
+        return
+    _pch_warned.add(str(failed))
+    retry = time.strftime("%H:%M", time.localtime(since + PCH_RETRY_SECONDS))
+    log = failed.with_suffix(".log")
+    warnings.warn(
+        f"lanterna: the runtime header could not be precompiled (log: {log}); modules "
+        f"are compiled from its text, about half a second slower each, until {retry}, "
+        f"when it is tried again (delete {failed} to try again now)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _pch_failed_recently(failed: Path) -> bool:
+    """Whether a failure marker is there and young; an old one is removed (retry)."""
+    try:
+        st = os.lstat(failed)
+    except FileNotFoundError:
+        return False
+    cache.check_file(failed, st)
+    if time.time() - st.st_mtime >= PCH_RETRY_SECONDS:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(failed)
+        _pch_warned.discard(str(failed))
+        return False
+    _warn_pch_off(failed, st.st_mtime)
+    return True
+
+
+@contextlib.contextmanager
+def _precompiled(compiler: str, head: Sequence[str]) -> Iterator[list[str]]:
+    """`precompiled_runtime`'s flags, with the header held in the cache for the body."""
+    key = cache.make_key(
+        b"precompiled lanterna_cpu.h",
+        "\0".join(head),
+        compiler_identity(compiler),
+        _cpu_identity(compiler),
+        _runtime_digest(),
+    )
+    folder = cache.namespace_dir(PCH_NAMESPACE)
+    stub, failed = folder / f"{key}.h", folder / f"{key}.failed"
+    if _pch_failed_recently(failed):
+        yield []
+        return
+
+    def build(out: Path) -> None:
+        # The stub is written on every build, never taken as found (see `compiled`).
+        cache.write_atomic(out.parent / stub.name, PCH_STUB)
+        cmd = [compiler, *head, "-x", "c++-header", str(stub), "-o", str(out)]
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            log = shlex.join(cmd) + "\n\n" + result.stdout + result.stderr
+            cache.write_atomic(out.parent / f"{key}.log", log.encode())
+            raise CompileError(f"precompiling the runtime header failed: {shlex.join(cmd)}")
+
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(cache.use(PCH_NAMESPACE, key, ".h.gch", build))
+    except CompileError:
+        cache.write_atomic(failed, b"")
+        _warn_pch_off(failed, time.time())
+        yield []
+        return
+    with stack:
+        # g++ reads the stub instead when the .gch does not fit the compile.
+        cache.verify_text(stub, PCH_STUB)
+        yield ["-include", str(stub)]
 
 
 def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
@@ -245,41 +350,12 @@ def precompiled_runtime(compiler: str, head: Sequence[str]) -> list[str]:
     the bridge, as `<key>.h.gch` beside a stub `<key>.h` that includes it; a module
     is compiled with `-include <key>.h`, which g++ reads from the .gch (or, should
     that not match, from the stub, which includes the header: the same program).
-    Returns no flags when the header cannot be precompiled (remembered per flag
-    set, so it is tried once). Only sources that include the runtime use it.
+    Returns no flags when the header cannot be precompiled: that is remembered in
+    `<key>.failed` for `PCH_RETRY_SECONDS`, with a warning (once per process), and
+    tried again after. Only sources that include the runtime use it.
     """
-    key = cache.make_key(
-        b"precompiled lanterna_cpu.h",
-        "\0".join(head),
-        compiler_identity(compiler),
-        _cpu_identity(compiler),
-        _runtime_digest(),
-    )
-    folder = cache.namespace_dir(PCH_NAMESPACE)
-    known = _pch_flags.get((folder, key))
-    if known is not None and Path(known[1]).exists():
-        # Checked in this process already (the .gch is large to hash); should the
-        # .gch have gone since, g++ reads the stub, which includes the header.
-        return known
-    stub, failed = folder / f"{key}.h", folder / f"{key}.failed"
-    if failed.exists():  # tried before with these flags: compile from the text
-        return []
-    if not stub.exists():
-        cache.write_atomic(stub, f"{RUNTIME_INCLUDE}\n".encode())
-
-    def build(out: Path) -> None:
-        cmd = [compiler, *head, "-x", "c++-header", str(stub), "-o", str(out)]
-        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise CompileError(f"precompiling the runtime header failed: {shlex.join(cmd)}")
-
-    try:
-        cache.get_or_build(PCH_NAMESPACE, key, ".h.gch", build)
-    except CompileError:
-        cache.write_atomic(failed, b"")
-        return []
-    flags = _pch_flags[(folder, key)] = ["-include", str(stub)]
-    return flags
+    with _precompiled(compiler, head) as flags:
+        return flags
 
 
 def prebuild(*, debug: bool | None = None) -> None:
@@ -315,9 +391,8 @@ def _bridge_command_parts() -> tuple[list[str], list[str]]:
     return head, ["-ldl"]
 
 
-def build_bridge(*, debug: bool | None = None) -> Path:
-    """The path of the bridge extension for this Python, pybind11 and compiler, building
-    it into the cache on first use (a few seconds, once per machine)."""
+@contextlib.contextmanager
+def _bridge_entry(*, debug: bool | None = None) -> Iterator[Path]:
     import pybind11
 
     compiler = require_compiler()
@@ -352,8 +427,15 @@ def build_bridge(*, debug: bool | None = None) -> Path:
         if show:
             _debug(f"built the bridge in {time.perf_counter() - start:.2f}s")
 
-    path, _ = cache.get_or_build("bridge", key, suffix, build)
-    return path
+    with cache.use("bridge", key, suffix, build) as (path, _):
+        yield path
+
+
+def build_bridge(*, debug: bool | None = None) -> Path:
+    """The path of the bridge extension for this Python, pybind11 and compiler, building
+    it into the cache on first use (a few seconds, once per machine)."""
+    with _bridge_entry(debug=debug) as path:
+        return path
 
 
 def load_bridge(*, debug: bool | None = None) -> ModuleType:
@@ -361,11 +443,11 @@ def load_bridge(*, debug: bool | None = None) -> ModuleType:
     global _bridge
     with _bridge_lock:
         if _bridge is None:
-            path = build_bridge(debug=debug)
-            spec = importlib.util.spec_from_file_location(BRIDGE_MODULE, path)
-            if spec is None or spec.loader is None:
-                raise CompileError(f"cannot import the lanterna bridge from {path}")
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            with _bridge_entry(debug=debug) as path:
+                spec = importlib.util.spec_from_file_location(BRIDGE_MODULE, path)
+                if spec is None or spec.loader is None:
+                    raise CompileError(f"cannot import the lanterna bridge from {path}")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
             _bridge = module
         return _bridge

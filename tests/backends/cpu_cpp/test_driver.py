@@ -3,7 +3,11 @@ follow the generated-code contract (`extern "C" int lanterna_entry(...)`)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -193,9 +197,83 @@ def test_runtime_header_is_precompiled_once_per_flag_set(cache_dir: Path):
     np.testing.assert_allclose(f(x)[0], np.tanh(x), rtol=1e-6)
 
 
-def test_a_header_that_cannot_be_precompiled_is_read_as_text(cache_dir: Path):
+def test_a_header_that_cannot_be_precompiled_is_read_as_text(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
     compiler = driver.require_compiler()
-    assert driver.precompiled_runtime(compiler, ["-fno-such-option-anywhere"]) == []
+    head = ["-fno-such-option-anywhere"]
+    attempts = count_header_compiles(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="could not be precompiled") as caught:
+        assert driver.precompiled_runtime(compiler, head) == []
+    (failed,) = (cache_dir / "v1" / "pch").glob("*.failed")
+    log = failed.with_suffix(".log")
+    assert f"log: {log}" in str(caught[0].message) and f"delete {failed}" in str(caught[0].message)
+    assert "-fno-such-option-anywhere" in log.read_text()
+    # Remembered: not tried again, and not warned about again, in this process.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert driver.precompiled_runtime(compiler, head) == []
+    assert len(attempts) == 1
+    # Another process is told once why its compiles are slower.
+    monkeypatch.setattr(driver, "_pch_warned", set())
+    with pytest.warns(RuntimeWarning, match="tried again"):
+        assert driver.precompiled_runtime(compiler, head) == []
+    assert len(attempts) == 1
+    # Once the marker is old, it is tried again (and fails again, with a fresh marker).
+    old = time.time() - driver.PCH_RETRY_SECONDS - 1
+    os.utime(failed, (old, old))
+    with pytest.warns(RuntimeWarning, match="could not be precompiled"):
+        assert driver.precompiled_runtime(compiler, head) == []
+    assert len(attempts) == 2 and time.time() - failed.stat().st_mtime < 60
+
+
+def count_header_compiles(monkeypatch: pytest.MonkeyPatch, fail_first: int = 0) -> list[list[str]]:
+    """Record each run of the compiler on the runtime header; fail the first `fail_first`
+    of them as a killed compiler would."""
+    calls: list[list[str]] = []
+    real = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if "c++-header" in cmd:
+            calls.append(cmd)
+            if len(calls) <= fail_first:
+                return subprocess.CompletedProcess(cmd, -9, "", "g++: fatal error: Killed\n")
+        return real(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(driver.subprocess, "run", run)
+    return calls
+
+
+def test_a_passing_failure_to_precompile_does_not_disable_it_for_good(
+    cache_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    compiler = driver.require_compiler()
+    head = [*driver.BASE_FLAGS, f"-I{driver.RUNTIME_DIR}", *driver.blas_flags().compile]
+    attempts = count_header_compiles(monkeypatch, fail_first=1)
+    with pytest.warns(RuntimeWarning, match="could not be precompiled"):
+        assert driver.precompiled_runtime(compiler, head) == []
+    (failed,) = (cache_dir / "v1" / "pch").glob("*.failed")
+    old = time.time() - driver.PCH_RETRY_SECONDS - 1
+    os.utime(failed, (old, old))
+    flags = driver.precompiled_runtime(compiler, head)
+    assert flags[0] == "-include" and len(attempts) == 2 and not failed.exists()
+
+
+def test_the_header_stub_on_disk_is_never_trusted(cache_dir: Path):
+    compiler = driver.require_compiler()
+    head = [*driver.BASE_FLAGS, f"-I{driver.RUNTIME_DIR}", *driver.blas_flags().compile]
+    stub = Path(driver.precompiled_runtime(compiler, head)[1])
+    gch = stub.with_name(stub.name + ".gch")
+    planted = '#include "lanterna_cpu.h"\n#define tanhf(x) (x)\n'
+    # Edited beside a built header: written again before it is used.
+    stub.write_text(planted)
+    assert driver.precompiled_runtime(compiler, head) == ["-include", str(stub)]
+    assert stub.read_bytes() == driver.PCH_STUB
+    # Planted for a header not built yet: the build writes its own.
+    gch.unlink()
+    stub.write_text(planted)
+    assert driver.precompiled_runtime(compiler, head) == ["-include", str(stub)]
+    assert stub.read_bytes() == driver.PCH_STUB and cache.is_valid(gch)
 
 
 def _tanh_module() -> ModuleOp:
