@@ -8,6 +8,7 @@ semantics share.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -115,4 +116,30 @@ def expect_tensor(op_name: str, what: str, t: Attribute) -> TensorType:
             f"'{op_name}': {what} has unsupported element type {t.element_type} "
             "(expected f32, f64, i32, i64 or i1)"
         )
+    check_size(op_name, what, t)
     return t
+
+
+# Backends index and size buffers with int64 (C++ `int64_t`, numpy's intp).
+INT64_MAX = (1 << 63) - 1
+
+
+def check_size(op_name: str, what: str, t: TensorType) -> None:
+    """Reject a tensor type whose element count, byte size or strides do not fit in
+    int64: generated code would compute them with overflowing literals. A zero
+    extent does not excuse the others, as strides are products of them."""
+    shape = t.get_shape()
+    extent = 1
+    for d in shape:
+        extent *= max(d, 1)
+    itemsize = to_numpy_dtype(t.element_type).itemsize
+    if extent * itemsize > INT64_MAX:
+        count = math.prod(shape)
+        size = (
+            f"{count} elements of {itemsize} bytes are {count * itemsize} bytes"
+            if count
+            else f"it has no elements, but its strides reach {extent * itemsize} bytes"
+        )
+        raise VerifyException(
+            f"'{op_name}': {what} {t} is too large: {size}, more than int64 holds ({INT64_MAX})"
+        )

@@ -46,7 +46,7 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.traits import IsTerminator
 
 from lanterna.ir import ad, cont, ln
-from lanterna.ir.types import to_numpy_dtype
+from lanterna.ir.types import check_size, to_numpy_dtype
 
 Lowering = Callable[["CEmitter", Operation], None]
 
@@ -441,6 +441,8 @@ class CEmitter:
                 f"{self.backend} backend: @{entry} {what} #{i} has type {t}; the entry "
                 "function takes and returns tensors only"
             )
+        # A function whose tensors only pass through has no ln op to verify their size.
+        check_size(f"@{entry}", f"{what} #{i}", t)
         return tuple(t.get_shape()), to_numpy_dtype(t.element_type)
 
     def emit_entry(self, entry: str) -> None:

@@ -24,7 +24,7 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from lanterna.backends.cpu_cpp.emitter import CEmitter, Lowering
 from lanterna.ir import ad, ln
-from lanterna.ir.ln.base import get_float, get_int, get_ints
+from lanterna.ir.ln.base import get_float, get_int, get_ints, source_line
 from lanterna.ir.types import is_float
 
 # --- shapes and literals --------------------------------------------------------------------
@@ -109,6 +109,25 @@ def arr(values: Sequence[int]) -> str:
     return "{" + ", ".join(str(v) for v in values) + "}"
 
 
+def c_string(text: str) -> str:
+    """`text` as a C++ string literal: printable ASCII as it is, every other byte
+    of its UTF-8 (quotes, backslashes, newlines of a file name) as an octal escape,
+    which, unlike `\\x`, cannot run into the characters after it."""
+    chars = []
+    for byte in text.encode():
+        ch = chr(byte)
+        chars.append(ch if 32 <= byte < 127 and ch not in '"\\?' else f"\\{byte:03o}")
+    return '"' + "".join(chars) + '"'
+
+
+def origin(op: Operation) -> str:
+    """What a runtime error of `op` names: `'ln.gather'`, after the user's
+    `file:line: ` when the op has a location (the interpreter's `index_error`)."""
+    where = source_line(op)
+    text = f"'{op.name}'"
+    return c_string(text if where is None else f"{where}: {text}")
+
+
 # --- elementwise ----------------------------------------------------------------------------
 
 # Before the innermost loop of each elementwise loop nest. A buffer is never part of
@@ -160,6 +179,7 @@ BINARY: dict[type[Operation], tuple[str, str]] = {
     ln.SubOp: ("{0} - {1}", "lanterna::wrap_sub({0}, {1})"),
     ln.MulOp: ("{0} * {1}", "lanterna::wrap_mul({0}, {1})"),
     ln.DivOp: ("{0} / {1}", "{0} / {1}"),
+    ln.PowerOp: same("std::pow({0}, {1})"),  # floats only
     ln.MaximumOp: same("lanterna::maximum({0}, {1})"),
     ln.MinimumOp: same("lanterna::minimum({0}, {1})"),
     ln.LtOp: same("{0} < {1}"),
@@ -350,20 +370,17 @@ def _reduce(em: CEmitter, op: Operation) -> None:
         inner = math.prod(dims[run[-1] + 1 :])
         for a in run:
             dims[a] = 1
-        dst = out_name if k == len(runs) - 1 else em.fresh(f"{out_name}_part")
+        last = k == len(runs) - 1
+        dst = out_name if last else em.fresh(f"{out_name}_part")
         em.line(f"{c}* {dst} = lanterna::alloc<{c}>({outer * inner});")
-        em.line(f"lanterna::{kernel}({src}, {dst}, {outer}, {extent}, {inner});")
-        if dst == out_name:
+        args = f"{src}, {dst}, {outer}, {extent}, {inner}"
+        if last and isinstance(op, ln.MeanOp):
+            # The kernel divides the sum while it is still in double.
+            args += f", {math.prod(shape(x)[a] for a in axes)}"
+        em.line(f"lanterna::{kernel}({args});")
+        if last:
             em.owns(op.results[0])
         src = dst
-    if isinstance(op, ln.MeanOp):
-        count = math.prod(shape(x)[a] for a in axes)
-        n = math.prod(dims)
-        em.line(IVDEP)
-        em.line(
-            f"for (int64_t i_ = 0; i_ < {n}; ++i_) {out_name}[i_] = "
-            f"{out_name}[i_] / static_cast<{c}>({count});"
-        )
 
 
 # --- linear algebra -------------------------------------------------------------------------
@@ -642,7 +659,7 @@ def _gather(em: CEmitter, op: Operation) -> None:
     y, _, _ = result(em, op)
     em.line(
         f"lanterna::gather({em.ref(table)}, {em.ref(indices)}, {y}, {numel(indices)}, {rows}, "
-        f'{math.prod(rest)}, "{op.name}");'
+        f"{math.prod(rest)}, {origin(op)});"
     )
 
 
@@ -652,7 +669,7 @@ def _scatter_add(em: CEmitter, op: Operation) -> None:
     y, _, _ = result(em, op)
     em.line(
         f"lanterna::scatter_add({em.ref(updates)}, {em.ref(indices)}, {y}, {numel(indices)}, "
-        f'{rows}, {math.prod(rest)}, "{op.name}");'
+        f"{rows}, {math.prod(rest)}, {origin(op)});"
     )
 
 
@@ -694,7 +711,8 @@ def _loss(em: CEmitter, op: Operation) -> None:
         em.line(f"{c}* {logp} = lanterna::alloc<{c}>({n * classes});")
         em.line(f"lanterna::softmax({em.ref(scores)}, {logp}, {n}, {classes}, 1, true);")
     em.line(
-        f'{y}[0] = lanterna::nll_loss({logp}, {em.ref(target)}, {n}, {classes}, {mean}, "{op.name}");'
+        f"{y}[0] = lanterna::nll_loss({logp}, {em.ref(target)}, {n}, {classes}, {mean}, "
+        f"{origin(op)});"
     )
 
 

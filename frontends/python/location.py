@@ -15,6 +15,13 @@ from types import FrameType
 
 import numpy as np
 import xdsl
+from xdsl.dialects.builtin import (
+    FileLineColLoc,
+    IntAttr,
+    LocationAttr,
+    StringAttr,
+    UnknownLoc,
+)
 from xdsl.utils.exceptions import VerifyException
 
 from lanterna.errors import TraceError
@@ -49,6 +56,22 @@ def user_frame() -> FrameType | None:
     while frame is not None and _is_internal(frame.f_code.co_filename):
         frame = frame.f_back
     return frame
+
+
+def user_location() -> LocationAttr:
+    """The user's current line as the location of an op being traced, so that an
+    error the op meets when it runs names that line (see `ln.base.index_error`)."""
+    frame = user_frame()
+    if frame is None:
+        return UnknownLoc()
+    column = 0
+    positions = list(frame.f_code.co_positions())
+    at = frame.f_lasti // 2  # code units are two bytes
+    if 0 <= at < len(positions) and positions[at][2] is not None:
+        column = positions[at][2] + 1  # 1-based, as MLIR's
+    return FileLineColLoc(
+        StringAttr(frame.f_code.co_filename), IntAttr(frame.f_lineno), IntAttr(column)
+    )
 
 
 def user_error(message: str) -> TraceError:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 from xdsl.dialects.builtin import (
     DenseArrayBase,
+    FileLineColLoc,
     FloatAttr,
     IntegerAttr,
     TensorType,
@@ -41,8 +42,9 @@ from xdsl.printer import Printer
 from xdsl.traits import ConditionallySpeculatable, HasCanonicalizationPatternsTrait, NoMemoryEffect
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.errors import LanternaIndexError
 from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule
-from lanterna.ir.types import expect_tensor, format_shape, shape_of
+from lanterna.ir.types import check_size, expect_tensor, format_shape, shape_of
 
 Props = Mapping[str, Attribute]
 
@@ -97,6 +99,24 @@ def get_int(props: Props, name: str, default: int | None = None) -> int:
 
 def get_flag(props: Props, name: str) -> bool:
     return isinstance(props.get(name), UnitAttr)
+
+
+def source_line(op: Operation) -> str | None:
+    """`file:line` of the user's code `op` was traced from, when its location says
+    (the frontend records it on ops that can fail at run time)."""
+    loc = op.location
+    if isinstance(loc, FileLineColLoc):
+        return f"{loc.filename.data}:{loc.line.data}"
+    return None
+
+
+def index_error(op: Operation, message: str) -> LanternaIndexError:
+    """The error of an index out of range met by `op` while it runs:
+    `file:line: 'ln.gather': message`, without the line when `op` has none. The
+    cpu backend's runtime builds the same text (see `runtime/lanterna_cpu.h`)."""
+    where = source_line(op)
+    text = f"'{op.name}': {message}"
+    return LanternaIndexError(text if where is None else f"{where}: {text}")
 
 
 def normalize_axis(op_name: str, axis: int, rank: int) -> int:
@@ -172,6 +192,8 @@ class LnOp(IRDLOperation):
     ):
         values = [SSAValue.get(o) for o in operands]
         rt = self.infer_type([v.type for v in values], props, result_type)
+        # An inferred type can outgrow its operands' (a broadcast, a gather).
+        check_size(self.name, "result", rt)
         super().__init__(operands=self._group_operands(values), result_types=[rt], properties=props)
 
     @classmethod
@@ -191,6 +213,7 @@ class LnOp(IRDLOperation):
         for i, t in enumerate(operand_types):
             expect_tensor(self.name, f"operand #{i}", t)
         props = dict(self.properties)
+        expect_tensor(self.name, "result", self.result.type)
         expected = self.infer_type(operand_types, props, self.result.type)
         if expected != self.result.type:
             raise VerifyException(
@@ -218,6 +241,7 @@ class LnOp(IRDLOperation):
             for i, t in enumerate(types):
                 expect_tensor(cls.name, f"operand #{i}", t)
             rt = cls.infer_type(types, props, result_type)
+            check_size(cls.name, "result", rt)
         except VerifyException as e:
             parser.raise_error(str(e), start, end)
         return cls.create(

@@ -468,8 +468,45 @@ class PowOp(UnaryOp):
     def adjoint(self, ab):
         (x,) = ab.operands
         p = get_float(self.properties, "exponent")
+        if p == 0:
+            # x ** 0 is constant: its derivative is 0 everywhere, also at x = 0 where
+            # 0 * x ** -1 would be 0 * inf = NaN (JAX and autograd give 0 too).
+            ab.accum(0, ab.zeros_like(x))
+            return
         dx = ab.const(p, x) if p - 1 == 0 else ab.mul(ab.const(p, x), ab.emit(PowOp(x, p - 1)))
         ab.accum(0, ab.mul(ab.grad, dx))
+
+
+@irdl_op_definition
+class PowerOp(BinaryOp):
+    """`x ** y` for a tensor exponent, elementwise with broadcasting (floats only);
+    `ln.pow` is the same with an exponent known at compile time. As numpy's
+    `power`: a negative base with an integer-valued exponent gives the real
+    result (`(-2) ** 3 = -8`), with any other exponent NaN.
+
+        %z = ln.power %x, %y : tensor<3xf32>, tensor<f32>
+    """
+
+    name = "ln.power"
+    FLOAT_ONLY: ClassVar[bool] = True
+    numpy_fn = staticmethod(np.power)
+
+    def adjoint(self, ab):
+        # JAX's rules, each with the select that keeps the derivative finite where
+        # the textbook formula multiplies 0 by an infinity:
+        #   d/dx = y * x ** (y - 1), taken as 0 where y == 0 (x ** -1 is inf at 0);
+        #   d/dy = x ** y * log(x), with log(1) in place of log(0): 0 where x == 0.
+        x, y = ab.operands
+        if ab.wants(0):
+            zero = ab.const(0.0, y)
+            slope = ab.mul(y, ab.emit(PowerOp(x, ab.sub(y, ab.const(1.0, y)))))
+            dx = ab.select(ab.emit(EqOp(y, zero)), zero, slope)
+            ab.accum(0, ab.mul(ab.grad, dx))
+        if ab.wants(1):
+            zero, one = ab.const(0.0, x), ab.const(1.0, x)
+            safe_x = ab.select(ab.emit(EqOp(x, zero)), one, x)
+            dy = ab.mul(ab.result, ab.emit(LogOp(safe_x)))
+            ab.accum(1, ab.mul(ab.grad, dy))
 
 
 # --- select and cast ----------------------------------------------------------------------
@@ -577,6 +614,7 @@ ELEMENTWISE_OPS = [
     SigmoidOp,
     ReluOp,
     PowOp,
+    PowerOp,
     SelectOp,
     CastOp,
 ]

@@ -55,7 +55,7 @@ from lanterna.ir.ln.base import (
     want_given,
 )
 from lanterna.ir.ln.elementwise import CastOp, ConstantOp, EqOp, ExpOp, OnesOp
-from lanterna.ir.ln.reduce import SumOp
+from lanterna.ir.ln.reduce import SumOp, wide_sum
 from lanterna.ir.ln.shape import ReshapeOp, check_indices
 from lanterna.ir.types import (
     elt,
@@ -164,7 +164,8 @@ class _AxisOp(LnOp):
 def _log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
     # Shift by the maximum so exp never overflows.
     shifted = x - np.max(x, axis=axis, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    total = wide_sum(np.exp(shifted), axis, keepdims=True)
+    return shifted - np.log(total).astype(x.dtype)
 
 
 @irdl_op_definition
@@ -179,7 +180,7 @@ class SoftmaxOp(_AxisOp):
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         axis = self.axis_value()
         e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-        return e / np.sum(e, axis=axis, keepdims=True)
+        return e / wide_sum(e, axis, keepdims=True).astype(x.dtype)
 
     def adjoint(self, ab: AdjointBuilder) -> None:
         # y * (g - sum(g * y)) along the axis
@@ -247,12 +248,13 @@ class _LossOp(LnOp):
 
     def nll(self, logp: np.ndarray, target: np.ndarray) -> np.ndarray:
         n, c = logp.shape
-        check_indices(self.name, target, c, f"{c} classes")
-        total = -np.sum(logp[np.arange(n), target], dtype=logp.dtype)
+        # Class targets do not wrap: -1 is no class (as in PyTorch), not the last one.
+        check_indices(self, target, c, f"{c} classes", wrap=False)
+        total = -wide_sum(logp[np.arange(n), target], 0)
         reduction = self.properties["reduction"]
         assert isinstance(reduction, StringAttr)
         if reduction.data == "mean":
-            total = total / logp.dtype.type(n)
+            total = total / np.float64(n)
         return np.asarray(total, dtype=logp.dtype)
 
     def per_row_adjoint(self, ab: AdjointBuilder) -> SSAValue:
@@ -280,7 +282,7 @@ class NllLossOp(_LossOp):
 
         %l = ln.nll_loss %logp, %t {reduction = "sum"} : tensor<8x10xf64>, tensor<8xi32>
 
-    A target outside [0, C) raises IndexError when the op runs.
+    A target outside [0, C) raises LanternaIndexError when the op runs.
     """
 
     name = "ln.nll_loss"

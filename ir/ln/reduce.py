@@ -47,6 +47,16 @@ def normalize_axes(op_name: str, axes: int | Sequence[int] | None, rank: int) ->
     return tuple(sorted(out))
 
 
+def wide_sum(x: np.ndarray, axis: int | tuple[int, ...], keepdims: bool = False) -> np.ndarray:
+    """`np.sum` as every backend computes it: floats accumulate in float64 (a float32
+    sum is rounded once, at the end), integers in their own type, wrapping. numpy's
+    own float32 sum is pairwise only along a contiguous axis; along another one it
+    adds element by element in float32, and stops counting at 2^24."""
+    if x.dtype.kind == "f":
+        return np.sum(x, axis=axis, keepdims=keepdims, dtype=np.float64)
+    return np.sum(x, axis=axis, keepdims=keepdims, dtype=x.dtype)
+
+
 class ReduceOp(LnOp):
     """Shared rule of the reductions: drop (or keep as 1) the dimensions in `axes`."""
 
@@ -118,7 +128,7 @@ class ReduceOp(LnOp):
 
 @irdl_op_definition
 class SumOp(ReduceOp):
-    """Sum over `axes` (f32, f64, i32, i64; accumulates in the element type).
+    """Sum over `axes` (f32, f64, i32, i64; floats accumulate in f64, see `wide_sum`).
 
     %s = ln.sum %x {axes = array<i64: 1>} : tensor<2x3xf32>     // tensor<2xf32>
     """
@@ -127,7 +137,7 @@ class SumOp(ReduceOp):
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         axes, keep = self.reduce_args()
-        return np.asarray(np.sum(x, axis=axes, keepdims=keep, dtype=x.dtype))
+        return np.asarray(wide_sum(x, axes, keep), dtype=x.dtype)
 
     def adjoint(self, ab: AdjointBuilder) -> None:
         ab.accum(0, self.spread(ab, ab.grad))
@@ -145,7 +155,8 @@ class MeanOp(ReduceOp):
 
     def evaluate(self, x: np.ndarray) -> np.ndarray:
         axes, keep = self.reduce_args()
-        return np.asarray(np.mean(x, axis=axes, keepdims=keep, dtype=x.dtype))
+        # In float64 throughout, as `wide_sum`; rounded once.
+        return np.asarray(np.mean(x, axis=axes, keepdims=keep, dtype=np.float64), dtype=x.dtype)
 
     def adjoint(self, ab: AdjointBuilder) -> None:
         axes, _ = self.reduce_args()

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, cast
 
 import numpy as np
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, TensorType
-from xdsl.ir import Attribute, SSAValue
+from xdsl.ir import Attribute, Operation, SSAValue
 from xdsl.irdl import (
     IRDLOperation,
     irdl_op_definition,
@@ -45,6 +45,7 @@ from lanterna.ir.ln.base import (
     Props,
     get_int,
     get_ints,
+    index_error,
     int_prop,
     ints_prop,
     normalize_axis,
@@ -75,13 +76,21 @@ def _result_type(x: SSAValue, result_type: TypeOrShape) -> Attribute:
     return tensor(result_type, elt(x.type))
 
 
-def check_indices(op_name: str, indices: np.ndarray, size: int, what: str) -> None:
-    """Raise IndexError naming the op and the first index outside [0, size);
-    `what` names the indexed extent, e.g. "a table of 5 rows"."""
-    bad = (indices < 0) | (indices >= size)
+def check_indices(
+    op: Operation, indices: np.ndarray, size: int, what: str, *, wrap: bool = True
+) -> np.ndarray:
+    """`indices` into an extent of `size`, negative ones counted from the end as
+    numpy counts them (`wrap`), or raise LanternaIndexError naming the user's line,
+    the op and the first index outside [-size, size) (outside [0, size) without
+    `wrap`); `what` names the extent, e.g. "a table of 5 rows"."""
+    low = -size if wrap else 0
+    bad = (indices < low) | (indices >= size)
     if np.any(bad):
         first = int(indices[bad].flat[0])
-        raise IndexError(f"'{op_name}': index {first} is out of range for {what}")
+        raise index_error(op, f"index {first} is out of range for {what}")
+    if wrap and indices.size and indices.min() < 0:
+        return np.where(indices < 0, indices + size, indices)
+    return indices
 
 
 # --- reshape, transpose, broadcast ------------------------------------------------------------
@@ -401,7 +410,8 @@ class GatherOp(LnOp):
 
         %e = ln.gather %table, %ids : tensor<10x4xf32>, tensor<2x3xi64>  // tensor<2x3x4xf32>
 
-    Indices are checked when the op runs: one outside [0, rows) raises IndexError.
+    Negative indices count from the end, as in numpy; one outside [-rows, rows)
+    raises LanternaIndexError when the op runs.
     """
 
     name = "ln.gather"
@@ -423,13 +433,15 @@ class GatherOp(LnOp):
 
     def evaluate(self, table: np.ndarray, indices: np.ndarray) -> np.ndarray:
         n = table.shape[0]
-        check_indices(self.name, indices, n, f"a table of {n} rows")
-        return table[indices]
+        return table[check_indices(self, indices, n, f"a table of {n} rows")]
 
     def adjoint(self, ab: AdjointBuilder) -> None:
-        # Rows looked up more than once receive the sum of their adjoints.
+        # Rows looked up more than once receive the sum of their adjoints. The
+        # scatter reads the same indices, so an index error there is this op's line.
         table, indices = ab.operands
-        ab.accum(0, ab.emit(ScatterAddOp(ab.grad, indices, table.type)))
+        scatter = ScatterAddOp(ab.grad, indices, table.type)
+        scatter.location = self.location
+        ab.accum(0, ab.emit(scatter))
 
 
 @irdl_op_definition
@@ -440,7 +452,8 @@ class ScatterAddOp(LnOp):
 
         %g = ln.scatter_add %d, %ids : tensor<2x3x4xf32>, tensor<2x3xi64> -> tensor<10x4xf32>
 
-    Indices are checked when the op runs: one outside [0, rows) raises IndexError.
+    Negative indices count from the end, as in numpy; one outside [-rows, rows)
+    raises LanternaIndexError when the op runs.
     """
 
     name = "ln.scatter_add"
@@ -484,12 +497,13 @@ class ScatterAddOp(LnOp):
         t = self.result.type
         out = np.zeros(shape_of(t), dtype=to_numpy_dtype(elt(t)))
         n = out.shape[0]
-        check_indices(self.name, indices, n, f"a result of {n} rows")
-        np.add.at(out, indices, updates)
+        np.add.at(out, check_indices(self, indices, n, f"a result of {n} rows"), updates)
         return out
 
     def adjoint(self, ab: AdjointBuilder) -> None:
-        ab.accum(0, ab.emit(GatherOp(ab.grad, ab.operands[1])))
+        gather = GatherOp(ab.grad, ab.operands[1])
+        gather.location = self.location
+        ab.accum(0, ab.emit(gather))
 
 
 # --- scalars ------------------------------------------------------------------------------

@@ -64,6 +64,7 @@ from lanterna.ir.ln import (
     NeOp,
     NllLossOp,
     OnesOp,
+    PowerOp,
     PowOp,
     ReluOp,
     ReshapeOp,
@@ -115,6 +116,20 @@ def below(n: int) -> Sampler:
         return rng.integers(0, n, shape).astype(dtype)
 
     return sample
+
+
+def around(n: int) -> Sampler:
+    """Indices in [-n, n): negative ones count from the end."""
+
+    def sample(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return rng.integers(-n, n, shape).astype(dtype)
+
+    return sample
+
+
+def whole(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Integer-valued floats in [-3, 3]: exponents a negative base can take."""
+    return rng.integers(-3, 4, shape).astype(dtype)
 
 
 def any_seed(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -339,6 +354,12 @@ CASES: list[Case] = [
     Case("relu", ReluOp, (a(2, 3),), lambda v, f: ReluOp(v[0]), lambda x: x * (x > 0)),
     Case("pow", PowOp, (a(3, sample=positive),), lambda v, f: PowOp(v[0], 1.5),
          lambda x: np.exp(1.5 * np.log(x))),
+    Case("power", PowerOp, (a(2, 3, sample=positive), a(3)),
+         lambda v, f: PowerOp(v[0], v[1]), lambda x, y: np.exp(y * np.log(x))),
+    # numpy's power: a negative base to an integer-valued exponent is real.
+    Case("power-negative-base", PowerOp, (a(2, 3, sample=nonzero), a(2, 3, sample=whole)),
+         lambda v, f: PowerOp(v[0], v[1]),
+         lambda x, y: np.sign(x) ** np.abs(y) * np.abs(x) ** y),
     # select and cast
     Case("select", SelectOp, (a(2, 3, element="i1"), a(3), a()),
          lambda v, f: SelectOp(v[0], v[1], v[2]),
@@ -409,6 +430,14 @@ CASES: list[Case] = [
          lambda v, f: GatherOp(v[0], v[1]), lambda t, i: t[int(i)]),
     Case("gather-1d", GatherOp, (a(6), a(7, element="i64", sample=below(6))),
          lambda v, f: GatherOp(v[0], v[1]), lambda t, i: np.array([t[k] for k in i])),
+    # Negative indices count from the end, as numpy's.
+    Case("gather-negative", GatherOp, (a(5, 3), a(2, 4, element="i64", sample=around(5))),
+         lambda v, f: GatherOp(v[0], v[1]),
+         lambda t, i: np.array([[t[k + 5 if k < 0 else k] for k in row] for row in i])),
+    Case("scatter_add-negative", ScatterAddOp,
+         (a(2, 4, 3), a(2, 4, element="i64", sample=around(3))),
+         lambda v, f: ScatterAddOp(v[0], v[1], tensor((3, 3), f)),
+         lambda u, i: scatter_add_ref(u, i % 3, (3, 3))),
     Case("scatter_add", ScatterAddOp, (a(2, 4, 3), a(2, 4, element="i64", sample=below(3))),
          lambda v, f: ScatterAddOp(v[0], v[1], tensor((3, 3), f)),
          lambda u, i: scatter_add_ref(u, i, (3, 3))),

@@ -68,6 +68,7 @@ from lanterna.ir.ln import (
     NeOp,
     NllLossOp,
     OnesOp,
+    PowerOp,
     PowOp,
     ReluOp,
     ReshapeOp,
@@ -132,6 +133,15 @@ def below(n: int) -> Sampler:
 
     def sample(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         return rng.integers(0, n, shape)
+
+    return sample
+
+
+def around(n: int) -> Sampler:
+    """Indices in [-n, n): negative ones count from the end."""
+
+    def sample(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        return rng.integers(-n, n, shape)
 
     return sample
 
@@ -201,6 +211,10 @@ CASES: list[Case] = [
     Case("pow", PowOp, (a(3, sample=positive),), lambda v, f: PowOp(v[0], 1.5)),
     Case("pow-1", PowOp, (a(3),), lambda v, f: PowOp(v[0], 1.0)),
     Case("pow-3", PowOp, (a(2, 2),), lambda v, f: PowOp(v[0], 3.0)),
+    Case("pow-0", PowOp, (a(3),), lambda v, f: PowOp(v[0], 0.0)),
+    Case("power", PowerOp, (a(2, 3, sample=positive), a(3)), lambda v, f: PowerOp(v[0], v[1])),
+    Case("power-rank0-base", PowerOp, (a(sample=positive), a(2, 2)),
+         lambda v, f: PowerOp(v[0], v[1])),
     Case("select", SelectOp, (a(2, 3, element="i1", sample=mask), a(3), a()),
          lambda v, f: SelectOp(v[0], v[1], v[2])),
     Case("cast", CastOp, (a(2, 3),), lambda v, f: CastOp(v[0], result_type=tensor((2, 3), f))),
@@ -249,6 +263,10 @@ CASES: list[Case] = [
     Case("gather-rank0-index", GatherOp, (a(5, 3), ids(5, element="i32")),
          lambda v, f: GatherOp(v[0], v[1])),
     Case("gather-1d", GatherOp, (a(6), ids(6, 7)), lambda v, f: GatherOp(v[0], v[1])),
+    Case("gather-negative", GatherOp, (a(5, 3), Arg((2, 4), "i64", around(5))),
+         lambda v, f: GatherOp(v[0], v[1])),
+    Case("scatter_add-negative", ScatterAddOp, (a(2, 4, 3), Arg((2, 4), "i64", around(3))),
+         lambda v, f: ScatterAddOp(v[0], v[1], (3, 3))),
     Case("scatter_add", ScatterAddOp, (a(2, 4, 3), ids(3, 2, 4)),
          lambda v, f: ScatterAddOp(v[0], v[1], (3, 3))),
     Case("scatter_add-1d", ScatterAddOp, (a(6), ids(2, 6, element="i32")),

@@ -22,6 +22,7 @@ from xdsl.parser import Parser
 from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
+from lanterna.errors import LanternaIndexError
 from lanterna.ir.ln import (
     LN_OPS,
     DropoutOp,
@@ -119,13 +120,21 @@ def test_reduction_axes_are_canonical():
     "build, shapes, message",
     [
         (GatherOp, ((5, 2), (3,)), "'ln.gather': index 5 is out of range for a table of 5 rows"),
-        (GatherOp, ((5, 2), (3,)), "'ln.gather': index -1 is out of range for a table of 5 rows"),
+        # Negative indices count from the end: -5 is row 0, -6 is out of range.
+        (GatherOp, ((5, 2), (3,)), "'ln.gather': index -6 is out of range for a table of 5 rows"),
         (
             lambda u, i: ScatterAddOp(u, i, (4, 2)),
             ((3, 2), (3,)),
             "'ln.scatter_add': index 9 is out of range for a result of 4 rows",
         ),
+        (
+            lambda u, i: ScatterAddOp(u, i, (4, 2)),
+            ((3, 2), (3,)),
+            "'ln.scatter_add': index -5 is out of range for a result of 4 rows",
+        ),
         (NllLossOp, ((3, 4), (3,)), "'ln.nll_loss': index 4 is out of range for 4 classes"),
+        # Class targets do not wrap.
+        (NllLossOp, ((3, 4), (3,)), "'ln.nll_loss': index -1 is out of range for 4 classes"),
     ],
 )
 def test_indices_are_checked_when_evaluating(build, shapes, message):
@@ -133,8 +142,18 @@ def test_indices_are_checked_when_evaluating(build, shapes, message):
     op = build(lhs, idx)
     bad = int(message.split("index ")[1].split(" ")[0])
     indices = np.array([0, bad, 1], dtype=np.int64)
-    with pytest.raises(IndexError, match=message.replace("(", r"\(")):
+    with pytest.raises(LanternaIndexError, match="^" + message.replace("(", r"\(") + "$"):
         op.evaluate(np.ones(shapes[0]), indices)
+
+
+def test_gather_and_scatter_add_wrap_negative_indices():
+    table, idx = block_args(tensor((5, 2), f64), tensor((4,), i64))
+    rows = np.arange(10.0).reshape(5, 2)
+    indices = np.array([-1, -5, 4, 0], dtype=np.int64)
+    np.testing.assert_array_equal(GatherOp(table, idx).evaluate(rows, indices), rows[[4, 0, 4, 0]])
+    updates, idx = block_args(tensor((4, 2), f64), tensor((4,), i64))
+    got = ScatterAddOp(updates, idx, (5, 2)).evaluate(np.ones((4, 2)), indices)
+    np.testing.assert_array_equal(got, [[2, 2], [0, 0], [0, 0], [0, 0], [2, 2]])
 
 
 def test_splitmix64_known_values(ln_cases: ModuleType):

@@ -55,9 +55,22 @@ struct RuntimeError : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-[[noreturn]] inline void index_error(const char* op, int64_t index, const std::string& what) {
-    throw IndexError("'" + std::string(op) + "': index " + std::to_string(index) +
+// `where` is what the generated code knows of the op: `'ln.gather'`, after the
+// user's `file:line: ` when the op has a location (the interpreter's message,
+// lanterna/ir/ln/base.py `index_error`, reads the same).
+[[noreturn]] inline void index_error(const char* where, int64_t index, const std::string& what) {
+    throw IndexError(std::string(where) + ": index " + std::to_string(index) +
                      " is out of range for " + what);
+}
+
+// An index into an extent of `n` with negative ones counted from the end (numpy's
+// rule), or an IndexError for one outside [-n, n).
+inline int64_t wrapped_index(int64_t i, int64_t n, const char* where, const char* what_prefix,
+                             const char* what_suffix) {
+    const int64_t r = i < 0 ? i + n : i;
+    if (r < 0 || r >= n)
+        index_error(where, i, what_prefix + std::to_string(n) + what_suffix);
+    return r;
 }
 
 // --- the arena --------------------------------------------------------------------------
@@ -648,24 +661,22 @@ inline void copy_strided(T* dst, const std::array<int64_t, R>& dstride, int64_t 
 
 template <class T, class I>
 inline void gather(const T* table, const I* idx, T* out, int64_t n, int64_t rows, int64_t row,
-                   const char* op) {
+                   const char* where) {
     for (int64_t j = 0; j < n; ++j) {
-        int64_t r = static_cast<int64_t>(idx[j]);
-        if (r < 0 || r >= rows) index_error(op, r, "a table of " + std::to_string(rows) + " rows");
+        int64_t r = wrapped_index(static_cast<int64_t>(idx[j]), rows, where, "a table of ", " rows");
         if (row) std::memcpy(out + j * row, table + r * row, sizeof(T) * static_cast<size_t>(row));
     }
 }
 
 template <class T, class I>
 inline void scatter_add(const T* updates, const I* idx, T* out, int64_t n, int64_t rows, int64_t row,
-                        const char* op) {
-    for (int64_t j = 0; j < n; ++j) {
-        int64_t r = static_cast<int64_t>(idx[j]);
-        if (r < 0 || r >= rows) index_error(op, r, "a result of " + std::to_string(rows) + " rows");
-    }
+                        const char* where) {
+    for (int64_t j = 0; j < n; ++j)
+        wrapped_index(static_cast<int64_t>(idx[j]), rows, where, "a result of ", " rows");
     std::memset(static_cast<void*>(out), 0, sizeof(T) * static_cast<size_t>(rows * row));
     for (int64_t j = 0; j < n; ++j) {
-        T* dst = out + static_cast<int64_t>(idx[j]) * row;
+        const int64_t r = static_cast<int64_t>(idx[j]);
+        T* dst = out + (r < 0 ? r + rows : r) * row;
         const T* src = updates + j * row;
         for (int64_t i = 0; i < row; ++i) dst[i] = wrap_add(dst[i], src[i]);
     }
@@ -673,16 +684,81 @@ inline void scatter_add(const T* updates, const I* idx, T* out, int64_t n, int64
 
 // --- reductions -------------------------------------------------------------------------
 
-// Reduce the middle extent of x viewed as [outer, n, inner] into out [outer, inner].
+// Floating-point sums accumulate in double, so a float32 sum is rounded once, at
+// the end (a float accumulator stops counting at 2^24: the sum of 2^25 ones came
+// out as 2^24), and pairwise, so a float64 sum's error grows with log n, not n.
+// Integer sums wrap, and wrapping addition does not care about the order.
+
+// x[0] + ... + x[n-1] in double, pairwise as numpy's pairwise_sum: a block of up
+// to 128 elements is summed with 8 partial sums (a loop the compiler turns into
+// vector adds), and longer runs are split in halves summed recursively.
 template <class T>
-inline void reduce_sum(const T* x, T* out, int64_t outer, int64_t n, int64_t inner) {
-    for (int64_t o = 0; o < outer; ++o) {
-        T* dst = out + o * inner;
-        for (int64_t i = 0; i < inner; ++i) dst[i] = T(0);
-        for (int64_t r = 0; r < n; ++r) {
-            const T* src = x + (o * n + r) * inner;
-            for (int64_t i = 0; i < inner; ++i) dst[i] = wrap_add(dst[i], src[i]);
+inline double pairwise_sum(const T* x, int64_t n) {
+    if (n < 8) {
+        double s = n ? static_cast<double>(x[0]) : 0.0;
+        for (int64_t i = 1; i < n; ++i) s += static_cast<double>(x[i]);
+        return s;
+    }
+    if (n <= 128) {
+        double r[8];
+        for (int k = 0; k < 8; ++k) r[k] = static_cast<double>(x[k]);
+        int64_t i = 8;
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; ++k) r[k] += static_cast<double>(x[i + k]);
+        double s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]));
+        for (; i < n; ++i) s += static_cast<double>(x[i]);
+        return s;
+    }
+    int64_t half = n / 2;
+    half -= half % 8;
+    return pairwise_sum(x, half) + pairwise_sum(x + half, n - half);
+}
+
+// Reduce the middle extent of x viewed as [outer, n, inner] into out [outer, inner],
+// dividing each sum by `count` (a mean's last step; 1 for a sum).
+template <class T>
+inline void reduce_sum(const T* x, T* out, int64_t outer, int64_t n, int64_t inner,
+                       int64_t count = 1) {
+    if constexpr (!std::is_floating_point_v<T>) {
+        (void)count;
+        for (int64_t o = 0; o < outer; ++o) {
+            T* dst = out + o * inner;
+            for (int64_t i = 0; i < inner; ++i) dst[i] = T(0);
+            for (int64_t r = 0; r < n; ++r) {
+                const T* src = x + (o * n + r) * inner;
+                for (int64_t i = 0; i < inner; ++i) dst[i] = wrap_add(dst[i], src[i]);
+            }
         }
+    } else {
+        const double divisor = static_cast<double>(count);
+        if (inner == 1) {
+            for (int64_t o = 0; o < outer; ++o)
+                out[o] = static_cast<T>(pairwise_sum(x + o * n, n) / divisor);
+            return;
+        }
+        // Columns: rows are added (vectorized along the row) into `part` a block of
+        // kBlock rows at a time, and the blocks into `total`: the error grows with
+        // kBlock + n / kBlock, not n.
+        constexpr int64_t kBlock = 128;
+        double* total = alloc<double>(inner);
+        double* part = alloc<double>(inner);
+        for (int64_t o = 0; o < outer; ++o) {
+            for (int64_t i = 0; i < inner; ++i) total[i] = 0.0;
+            for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
+                const int64_t r1 = std::min(n, r0 + kBlock);
+                const T* first = x + (o * n + r0) * inner;
+                for (int64_t i = 0; i < inner; ++i) part[i] = static_cast<double>(first[i]);
+                for (int64_t r = r0 + 1; r < r1; ++r) {
+                    const T* src = x + (o * n + r) * inner;
+                    for (int64_t i = 0; i < inner; ++i) part[i] += static_cast<double>(src[i]);
+                }
+                for (int64_t i = 0; i < inner; ++i) total[i] += part[i];
+            }
+            T* dst = out + o * inner;
+            for (int64_t i = 0; i < inner; ++i) dst[i] = static_cast<T>(total[i] / divisor);
+        }
+        release(part, sizeof(double) * static_cast<size_t>(inner));
+        release(total, sizeof(double) * static_cast<size_t>(inner));
     }
 }
 
@@ -797,33 +873,36 @@ inline void softmax(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, b
             T* dst = y + o * n * inner + i;
             T mx = src[0];
             for (int64_t r = 1; r < n; ++r) mx = maximum(mx, src[r * inner]);
-            T total = T(0);
+            double total = 0.0;  // in double, as the reductions (a long row of float32)
             for (int64_t r = 0; r < n; ++r) {
                 T shifted = src[r * inner] - mx;
                 T e = exp(shifted);
-                total += e;
+                total += static_cast<double>(e);
                 dst[r * inner] = log ? shifted : e;
             }
             if (log) {
-                T lt = std::log(total);
+                T lt = static_cast<T>(std::log(total));
                 for (int64_t r = 0; r < n; ++r) dst[r * inner] -= lt;
             } else {
-                for (int64_t r = 0; r < n; ++r) dst[r * inner] /= total;
+                T t = static_cast<T>(total);
+                for (int64_t r = 0; r < n; ++r) dst[r * inner] /= t;
             }
         }
 }
 
 // -sum_i logp[i, target[i]], divided by n when `mean`.
 template <class T, class I>
-inline T nll_loss(const T* logp, const I* target, int64_t n, int64_t c, bool mean, const char* op) {
+inline T nll_loss(const T* logp, const I* target, int64_t n, int64_t c, bool mean,
+                  const char* where) {
+    // Class targets do not wrap: -1 is no class (as in PyTorch), not the last one.
     for (int64_t i = 0; i < n; ++i) {
         int64_t t = static_cast<int64_t>(target[i]);
-        if (t < 0 || t >= c) index_error(op, t, std::to_string(c) + " classes");
+        if (t < 0 || t >= c) index_error(where, t, std::to_string(c) + " classes");
     }
-    T total = T(0);
-    for (int64_t i = 0; i < n; ++i) total += logp[i * c + static_cast<int64_t>(target[i])];
-    total = -total;
-    return mean ? total / static_cast<T>(n) : total;
+    double total = 0.0;  // in double, as the reductions
+    for (int64_t i = 0; i < n; ++i)
+        total += static_cast<double>(logp[i * c + static_cast<int64_t>(target[i])]);
+    return static_cast<T>(mean ? -total / static_cast<double>(n) : -total);
 }
 
 // --- convolution and pooling ------------------------------------------------------------

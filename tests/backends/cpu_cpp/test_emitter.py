@@ -105,8 +105,9 @@ def build(module: ModuleOp, entry: str, tmp_path: Path, name: str = "m") -> Comp
 class Case:
     """An op snippet: `%a`, `%b`, ... are the arguments, `%r` the result; `F` is the
     float type under test. An argument is (shape, kind) with kind F (floats), P
-    (positive floats), B (bools), or an integer type with the exclusive bound of
-    its values, e.g. "i64<5"."""
+    (positive floats), W (integer-valued floats in [-3, 3]), B (bools), or an integer
+    type with the exclusive bound of its values, e.g. "i64<5" (in [0, 5)) or "i64~5"
+    (in [-5, 5))."""
 
     id: str
     args: list[tuple[str, str]]
@@ -201,6 +202,19 @@ CASES = [
     Case("relu", [("6", "F")], "%r = ln.relu %a : tensor<6xF>", "6xF"),
     Case("pow", [("4", "F")], "%r = ln.pow %a {exponent = 3.0 : f64} : tensor<4xF>", "4xF"),
     Case("pow_half", [("4", "P")], "%r = ln.pow %a {exponent = 0.5 : f64} : tensor<4xF>", "4xF"),
+    Case(
+        "power",
+        [("2x3", "P"), ("3", "F")],
+        "%r = ln.power %a, %b : tensor<2x3xF>, tensor<3xF>",
+        "2x3xF",
+    ),
+    # A negative base to an integer-valued exponent is real, as in numpy.
+    Case(
+        "power_negative_base",
+        [("6", "F"), ("6", "W")],
+        "%r = ln.power %a, %b : tensor<6xF>, tensor<6xF>",
+        "6xF",
+    ),
     Case(
         "select",
         [("4x3", "B"), ("4x3", "F"), ("", "F")],
@@ -332,6 +346,18 @@ CASES = [
         "3xi64",
     ),
     Case(
+        "gather_negative",
+        [("5x3", "F"), ("2x4", "i64~5")],
+        "%r = ln.gather %a, %b : tensor<5x3xF>, tensor<2x4xi64>",
+        "2x4x3xF",
+    ),
+    Case(
+        "scatter_add_negative",
+        [("6x2", "F"), ("6", "i32~3")],
+        "%r = ln.scatter_add %a, %b : tensor<6x2xF>, tensor<6xi32> -> tensor<3x2xF>",
+        "3x2xF",
+    ),
+    Case(
         "scatter_add",
         [("4x3", "F"), ("4", "i64<3")],
         "%r = ln.scatter_add %a, %b : tensor<4x3xF>, tensor<4xi64> -> tensor<3x3xF>",
@@ -458,7 +484,7 @@ def case_module(cases: list[Case], ftype: str) -> tuple[str, list[tuple[str, str
         body = re.sub(r"%(\w+)", lambda m, k=k: f"%c{k}_{m.group(1)}", case.body)
         body = re.sub(r"\bF\b|(?<=x)F\b", ftype, body)
         for j, (shape, kind) in enumerate(case.args):
-            e = ftype if kind in ("F", "P") else "i1" if kind == "B" else kind.split("<")[0]
+            e = ftype if kind in ("F", "P", "W") else "i1" if kind == "B" else kind[:3]
             params.append(f"%c{k}_{'abc'[j]}: {t(shape, e)}")
             kinds.append((shape, kind))
         lines.extend(body.splitlines())
@@ -479,10 +505,13 @@ def sample(rng: np.random.Generator, shape: str, kind: str, ftype: str) -> np.nd
         return rng.normal(size=dims).astype(fdt)
     if kind == "P":
         return rng.uniform(0.5, 2.0, size=dims).astype(fdt)
+    if kind == "W":
+        return rng.integers(-3, 4, size=dims).astype(fdt)
     if kind == "B":
         return rng.uniform(size=dims) < 0.5
-    name, bound = kind.split("<")
-    return rng.integers(0, int(bound), size=dims).astype(np.int32 if name == "i32" else np.int64)
+    name, low, bound = kind[:3], kind[3], int(kind[4:])
+    values = rng.integers(-bound if low == "~" else 0, bound, size=dims)
+    return values.astype(np.int32 if name == "i32" else np.int64)
 
 
 @pytest.mark.parametrize("ftype", ["f32", "f64"])
