@@ -33,7 +33,7 @@ from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 from xdsl.rewriter import InsertPoint
 from xdsl.utils.exceptions import VerifyException
 
-from lanterna.frontends.python.location import from_verify, user_error
+from lanterna.frontends.python.location import from_verify, user_error, user_location
 from lanterna.frontends.python.tensor import Tensor
 from lanterna.ir.ln import CastOp, ConstantOp
 from lanterna.ir.types import from_numpy_dtype, tensor
@@ -316,5 +316,8 @@ def apply(op_cls: Callable[..., Operation], *operands: Value, **kwargs: Any) -> 
         raise from_verify(e) from None
     if tracer is None:
         return np.asarray(op.evaluate(*values))  # type: ignore[attr-defined]
+    if getattr(op, "CHECKS_INDICES", False):
+        # An op that can meet a bad index when it runs names the user's line then.
+        op.location = user_location()
     tracer.insert(op)
     return Tensor(op.results[0], tracer)

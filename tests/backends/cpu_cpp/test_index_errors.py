@@ -137,3 +137,18 @@ def test_the_adjoint_scatter_names_the_gathers_line(backend: str):
     np.testing.assert_array_equal(dt, [[1, 1], [0, 0], [0, 0], [0, 0], [2, 2]])
     with pytest.raises(LanternaIndexError, match=r"^model\.py:12: 'ln\.gather': index 7 "):
         grad(np.ones((5, 2)), np.array([7, 0, 1]))
+
+
+def test_traced_index_error_names_the_users_line(backend: str):
+    import inspect
+
+    f = ln.jit(lambda W, i: W[i], backend=backend)
+    line = inspect.currentframe().f_lineno - 1
+    with pytest.raises(
+        LanternaIndexError, match=rf"test_index_errors\.py:{line}: 'ln\.gather': index 9 "
+    ):
+        f(W, np.array([9]))
+    g = ln.jit(ln.grad(lambda W, i: ln.sum(W[i])), backend=backend)
+    line = inspect.currentframe().f_lineno - 1
+    with pytest.raises(LanternaIndexError, match=rf"test_index_errors\.py:{line}: "):
+        g(W, np.array([9]))
