@@ -324,8 +324,42 @@ def matmul(x: Any, y: Any) -> Value:
 
 
 def dot(x: Any, y: Any) -> Value:
-    """`matmul` for operands of rank 1 and 2 (numpy's `dot` there)."""
-    return matmul(x, y)
+    """numpy's `dot`: a product with a 0-d operand, the inner product of vectors, and
+    otherwise the sum over the last axis of `x` and the second-to-last of `y`
+    (the only axis of a vector), `dot(a, b)[i, j, k, m] = sum(a[i, j, :] * b[k, :, m])`.
+
+    The result has shape `x.shape[:-1] + y.shape[:-2] + y.shape[-1:]`; it is one
+    2-D product of `x` folded into rows and `y` folded into columns. Integer and
+    bool operands keep their dtype, as in numpy (a broadcast product and a sum).
+    """
+    a, b = promote(x, y)
+    sa, sb = _shape_of(a), _shape_of(b)
+    if dtype_of(a) == np.bool_:
+        # numpy's bool dot is "any(a and b)": an integer dot that is nonzero.
+        return not_equal(dot(astype(a, default_int()), astype(b, default_int())), 0)
+    if not sa or not sb:
+        return multiply(a, b)
+    k = sa[-1]
+    k_b = sb[0] if len(sb) == 1 else sb[-2]
+    if k != k_b:
+        axis_b = len(sb) - 2 if len(sb) > 1 else 0
+        raise user_error(
+            f"ln.dot: shapes {format_shape(sa)} and {format_shape(sb)} are not aligned: "
+            f"{k} (last axis of the lhs) != {k_b} (axis {axis_b} of the rhs)"
+        )
+    # y's contracted axis to the front, the rest folded into columns in result order.
+    if len(sb) > 2:
+        b = transpose(b, (len(sb) - 2, *range(len(sb) - 2), len(sb) - 1))
+    cols = sb[:-2] + sb[-1:] if len(sb) > 1 else ()
+    rows = reshape(a, (math.prod(sa[:-1]), k))
+    b2 = reshape(b, (k, math.prod(cols))) if cols else b
+    if dtype_of(a).kind == "f":
+        out = apply(ln.MatmulOp, rows, b2)
+    else:
+        # ln.matmul takes floats; integers are multiplied exactly and summed over k.
+        prod = multiply(expand_dims(rows, -1), b2 if cols else expand_dims(b2, -1))
+        out = sum(prod, axis=1)
+    return reshape(out, sa[:-1] + cols)
 
 
 # --- shapes -------------------------------------------------------------------------------
