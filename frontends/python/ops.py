@@ -424,13 +424,17 @@ def stack(xs: Sequence[Any], axis: int = 0) -> Value:
     return concatenate([expand_dims(x, axis) for x in promote(*xs)], axis=axis)
 
 
-def take(table: Any, indices: Any, axis: int = 0) -> Value:
-    """Rows of `table` along `axis` selected by an integer index array (`ln.gather`).
+def take(table: Any, indices: Any, axis: int | None = None) -> Value:
+    """numpy's `take`: elements of `table` along `axis` selected by an integer index
+    array (`ln.gather`); without `axis`, elements of the flattened `table`.
 
-    Unlike numpy, the default axis is 0 (an embedding lookup), not the flattened
-    array. Staged indices are checked when the program runs; numpy indices now.
+    An embedding lookup (rows of a matrix) is `take(table, ids, axis=0)`. Negative
+    indices count from the end; staged indices are checked when the program runs,
+    numpy ones now.
     """
     t = lift(table)
+    if axis is None:
+        return take_along(reshape(t, (-1,)), indices, 0)
     rank = len(_shape_of(t))
     if not -rank <= axis < rank:
         raise user_error(f"ln.take: axis {axis} is out of range for rank {rank}")
