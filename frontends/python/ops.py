@@ -5,6 +5,8 @@ data or Python scalars) and computes eagerly with the ops' own reference
 semantics when called on numpy arrays outside one, so `ln.tanh(np.ones(3))`
 works like numpy. Operands are promoted to a common dtype first (see
 `tracing.result_dtype`); ops that need floats turn integer operands into floats.
+An operand that is a list or tuple holding staged values is their stack, as
+numpy makes an array of a list of arrays (`ln.mean([x, x + 2])`).
 
 Where numpy's function has more cases than the `ln` op (matmul of vectors or
 broadcast batches, take along any axis), the function composes ops.
@@ -28,10 +30,10 @@ from lanterna.frontends.python.tracing import (
     default_int,
     dtype_of,
     is_scalar,
-    lift,
-    promote,
     user_error,
 )
+from lanterna.frontends.python.tracing import lift as _lift
+from lanterna.frontends.python.tracing import promote as _promote
 from lanterna.ir import ln
 from lanterna.ir.types import broadcast_shapes, format_shape, from_numpy_dtype, tensor
 
@@ -55,6 +57,24 @@ def _shape_of(v: Any) -> tuple[int, ...]:
 
 def _type(shape: Shape, dtype: Any) -> Any:
     return tensor(_shape(shape), from_numpy_dtype(checked_dtype(dtype)))
+
+
+def is_staged_sequence(x: Any) -> bool:
+    """A (nested) list or tuple holding a staged value."""
+    return isinstance(x, list | tuple) and any(
+        isinstance(e, Tensor) or is_staged_sequence(e) for e in x
+    )
+
+
+def lift(x: Any, dtype: Any = None) -> Value:
+    """`tracing.lift`, where a list of staged values is numpy's array-like of them:
+    their `stack` (so `ln.mean([x, x + 2])` works as `np.mean` does on arrays)."""
+    return _lift(stack(x) if is_staged_sequence(x) else x, dtype)
+
+
+def promote(*xs: Any) -> list[Value]:
+    """`tracing.promote`, with lists of staged values stacked as in `lift`."""
+    return _promote(*(stack(x) if is_staged_sequence(x) else x for x in xs))
 
 
 def _as_float(x: Any) -> Value:
@@ -96,11 +116,13 @@ def full(shape: Shape, fill_value: float, dtype: Any = float32) -> Value:
 
 
 def zeros_like(x: Any) -> Value:
-    return zeros(_shape_of(x), dtype_of(x))
+    v = stack(x) if is_staged_sequence(x) else x
+    return zeros(_shape_of(v), dtype_of(v))
 
 
 def ones_like(x: Any) -> Value:
-    return ones(_shape_of(x), dtype_of(x))
+    v = stack(x) if is_staged_sequence(x) else x
+    return ones(_shape_of(v), dtype_of(v))
 
 
 # --- elementwise arithmetic ---------------------------------------------------------------
@@ -421,7 +443,12 @@ def concatenate(xs: Sequence[Any], axis: int = 0) -> Value:
 def stack(xs: Sequence[Any], axis: int = 0) -> Value:
     if not len(xs):
         raise user_error("ln.stack needs at least one array")
-    return concatenate([expand_dims(x, axis) for x in promote(*xs)], axis=axis)
+    vs = promote(*xs)
+    shapes = [_shape_of(v) for v in vs]
+    if len(set(shapes)) > 1:
+        listed = ", ".join(format_shape(s) for s in shapes)
+        raise user_error(f"ln.stack: all arrays must have the same shape, got {listed}")
+    return concatenate([expand_dims(v, axis) for v in vs], axis=axis)
 
 
 def take(table: Any, indices: Any, axis: int | None = None) -> Value:
@@ -499,34 +526,6 @@ def dropout(x: Any, rate: float, seed: Any) -> Value:
         )
     return apply(ln.DropoutOp, lift(x), s, rate=float(rate))
 
-
-# numpy ufuncs a Tensor answers (`np.exp(t)`), by ufunc name.
-UFUNCS: dict[str, Callable[..., Value]] = {
-    "add": add,
-    "subtract": subtract,
-    "multiply": multiply,
-    "divide": divide,
-    "true_divide": divide,
-    "power": power,
-    "negative": negative,
-    "absolute": abs,
-    "exp": exp,
-    "log": log,
-    "tanh": tanh,
-    "sqrt": sqrt,
-    "maximum": maximum,
-    "minimum": minimum,
-    "less": less,
-    "less_equal": less_equal,
-    "greater": greater,
-    "greater_equal": greater_equal,
-    "equal": equal,
-    "not_equal": not_equal,
-    "matmul": matmul,
-    "logical_and": logical_and,
-    "logical_or": logical_or,
-    "logical_not": logical_not,
-}
 
 __all__ = [
     "abs",
