@@ -81,11 +81,10 @@ class Tensor:
     # --- what a staged value cannot do ------------------------------------------------------
 
     def __bool__(self) -> bool:
-        raise user_error(
-            f"the truth value of a staged {self._describe()} is not known while tracing; "
-            "Python `if`/`while` on staged values needs ln.cond / ln.while_loop "
-            "(or compute both sides and use ln.where)"
-        )
+        # Where `if`/`while` are converted they do not get here; the error says why not.
+        from lanterna.frontends.python.autograph_calls import staged_bool_error
+
+        raise staged_bool_error(self._describe())
 
     def _concrete(self, what: str) -> TraceError:
         return user_error(
