@@ -87,7 +87,8 @@ def staged_bool_error(what: str) -> TraceError:
         # Converted code stages `if`/`while`/`and`/`or`; this is something else.
         return user_error(
             f"{base}; `if`/`while` on it are staged, but `bool(x)`, `assert x` and chained "
-            "comparisons (`a < x < b`) are not: use ln.where, ln.logical_and, ln.cond or ln.while_loop"
+            "comparisons (`a < x < b`) are not: use ln.where, ln.logical_and, ln.cond or "
+            "ln.while_loop"
         )
     name = f"'{code.co_qualname}' ({os.path.basename(code.co_filename)}:{code.co_firstlineno})"
     if entry is not None and entry.error is not None:
@@ -100,7 +101,7 @@ def staged_bool_error(what: str) -> TraceError:
         why = (
             f"{name} was called from code lanterna does not convert (a library, a builtin "
             "such as map, or a branch of ln.cond); call it from the jitted function or "
-            f"decorate it with @ln.function"
+            "decorate it with @ln.function"
         )
     return user_error(
         f"{base}: Python `if`/`while` on staged values is staged only in converted code, "

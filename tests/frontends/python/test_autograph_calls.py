@@ -155,7 +155,8 @@ def test_a_helper_is_rewritten_once_per_code():
 
 def test_helper_without_source_names_the_function_and_the_line():
     namespace: dict = {"ln": ln}
-    exec("def nosource(x):\n    if ln.sum(x) > 0:\n        return x\n    return -x\n", namespace)  # noqa: S102
+    source = "def nosource(x):\n    if ln.sum(x) > 0:\n        return x\n    return -x\n"
+    exec(source, namespace)  # noqa: S102
     nosource = namespace["nosource"]
 
     def f(x):
