@@ -562,6 +562,24 @@ def convert_code(code: types.CodeType) -> _Code:
     return entry
 
 
+def _explicit_super(fdef: ast.FunctionDef) -> None:
+    """`super()` as `super(__class__, self)`: zero-argument `super` reads the first
+    argument of the function it is called in, which in a branch moved into a
+    function of its own is no longer `self`."""
+    params = [*fdef.args.posonlyargs, *fdef.args.args]
+    if not params:
+        return
+    for node in _walk_scope(fdef):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "super"
+            and not node.args
+            and not node.keywords
+        ):
+            node.args = [_name("__class__"), _name(params[0].arg)]
+
+
 def _rewrite(code: types.CodeType) -> _Code:
     if _is_internal(code.co_filename):
         return _Code(code, code)
@@ -571,6 +589,8 @@ def _rewrite(code: types.CodeType) -> _Code:
     if not _worth_converting(fdef):
         return _Code(code, code)
     fdef.decorator_list = []
+    if "__class__" in code.co_freevars:
+        _explicit_super(fdef)
     new_def = _Converter(code.co_filename).function(fdef)
     # Defined under another name, so the function's own name (recursion) still
     # resolves as it did: to a global or to the original closure cell.
