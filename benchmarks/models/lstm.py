@@ -61,7 +61,7 @@ def loss_fn(
     one_hot = np.eye(vocab, dtype=np.float32)
 
     def step(h: Any, c: Any, x: Any, y: Any) -> Any:
-        h, c = ln.nn.lstm_cell(params["cell"], ln.take(one_hot, x), h, c)
+        h, c = ln.nn.lstm_cell(params["cell"], ln.take(one_hot, x, axis=0), h, c)
         logits = ln.nn.linear(params["out"], h)
         return h, c, ln.cross_entropy(logits, y, reduction="sum")
 

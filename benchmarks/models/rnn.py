@@ -55,7 +55,7 @@ def loss_fn(params: Any, h0: Any, inputs: Any, targets: Any) -> Any:
 
     def body(t: Any, carry: Any) -> Any:
         h, loss = carry
-        h = ln.tanh(ln.take(params["wxh"], inputs[t]) + h @ params["whh"] + params["bh"])
+        h = ln.tanh(ln.take(params["wxh"], inputs[t], axis=0) + h @ params["whh"] + params["bh"])
         logits = h @ params["why"] + params["by"]
         return h, loss + ln.cross_entropy(logits, targets[t], reduction="sum")
 

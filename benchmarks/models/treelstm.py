@@ -77,7 +77,7 @@ def tree_node(i: Any, tree: Any, x: Any, p: Any) -> Any:
 
 
 def loss_fn(params: Any, embedding: Any, tree: Any) -> Any:
-    x = ln.take(embedding, tree["words"])
+    x = ln.take(embedding, tree["words"], axis=0)
     _, _, loss = tree_node(ln.asarray(np.int64(0)), tree, x, params)
     return loss
 

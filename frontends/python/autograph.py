@@ -32,7 +32,11 @@ How the remaining statements are made to fit:
   staged condition of an `if`/`while` that controls a `yield`, sits inside a
   `try`, or has a `return` inside a loop raises a TraceError naming the line.
 
-Functions whose source is unavailable (lambdas, the REPL) are left unchanged.
+Every call becomes `call(f, ...)`, which while tracing converts the user
+function `f` it calls in turn (`autograph_calls.py`), so control flow in helpers,
+methods and lambdas is staged too; a function is rewritten once per code object.
+Functions whose source cannot be read (the REPL, `exec`) are left unchanged, and
+a staged `if` in one is an error that names it (`autograph_calls.staged_bool_error`).
 """
 
 from __future__ import annotations
@@ -40,15 +44,14 @@ from __future__ import annotations
 import ast
 import copy
 import functools
-import inspect
-import textwrap
-import tokenize
 import types
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lanterna.errors import TraceError
 from lanterna.frontends.python import autograph_runtime
+from lanterna.frontends.python.autograph_source import function_def
 from lanterna.frontends.python.location import _is_internal
 
 RUNTIME = "ln__ag"
@@ -169,13 +172,28 @@ def _def(name: str, params: Sequence[str], body: list[ast.stmt]) -> ast.Function
     )
 
 
+# Builtins that look at their caller's frame, so they must be called from it directly.
+_FRAME_BUILTINS = frozenset({"super", "locals", "globals", "vars", "eval", "exec", "dir"})
+
+
+def _converts_call(node: ast.Call) -> bool:
+    """Whether a call goes through `call` (which converts the user functions it calls)."""
+    fn = node.func
+    if isinstance(fn, ast.Name):
+        return fn.id not in _FRAME_BUILTINS
+    return not (
+        isinstance(fn, ast.Attribute) and isinstance(fn.value, ast.Name) and fn.value.id == RUNTIME
+    )
+
+
 def _state(names: Sequence[str]) -> ast.Call:
     locals_call = ast.Call(func=_name("locals"), args=[], keywords=[])
     return _call("state", locals_call, _strs(names))
 
 
 class _Expressions(ast.NodeTransformer):
-    """`a if c else b`, `and`, `or`, `not` as runtime calls (staged-aware)."""
+    """`a if c else b`, `and`, `or`, `not` as runtime calls (staged-aware), and calls
+    through `call` (which converts the functions they call)."""
 
     def visit_IfExp(self, node: ast.IfExp) -> Any:
         self.generic_visit(node)
@@ -194,8 +212,12 @@ class _Expressions(ast.NodeTransformer):
             return ast.copy_location(_call("not_", node.operand), node)
         return node
 
-    def visit_Lambda(self, node: ast.Lambda) -> Any:
-        return node
+    def visit_Call(self, node: ast.Call) -> Any:
+        self.generic_visit(node)
+        if not _converts_call(node):
+            return node
+        call = ast.Call(func=_rt("call"), args=[node.func, *node.args], keywords=node.keywords)
+        return ast.copy_location(call, node)
 
     def visit_FunctionDef(self, node: ast.FunctionDef) -> Any:
         return node
@@ -491,37 +513,84 @@ def _lower_jumps(stmts: list[ast.stmt], brk: str | None, cont: str | None) -> li
 # --- entry point ----------------------------------------------------------------------------
 
 
-def _has_control_flow(fdef: ast.FunctionDef) -> bool:
+def _worth_converting(fdef: ast.FunctionDef) -> bool:
+    """Control flow to rewrite, or calls (the callees may have some)."""
     return any(
-        isinstance(n, ast.If | ast.While | ast.For | ast.IfExp | ast.BoolOp) for n in ast.walk(fdef)
+        isinstance(n, ast.If | ast.While | ast.For | ast.IfExp | ast.BoolOp)
+        or (isinstance(n, ast.Call) and _converts_call(n))
+        for n in ast.walk(fdef)
     )
 
 
-def convert(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` with its control flow rewritten to dispatch at trace time; `fn` itself
-    when its source is unavailable or it has no control flow."""
-    if not isinstance(fn, types.FunctionType) or getattr(fn, _CONVERTED, False):
-        return fn
-    code = fn.__code__
-    if fn.__name__ == "<lambda>" or _is_internal(code.co_filename):
-        return fn
-    try:
-        source = textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError, SyntaxError, IndexError, tokenize.TokenError):
-        # No source to read, or a file name that is not this function's source
-        # (code compiled from a string): leave the function as it is.
-        return fn
-    try:
-        module = ast.parse(source)
-    except SyntaxError:
-        return fn
-    if not module.body or not isinstance(module.body[0], ast.FunctionDef):
-        return fn
-    fdef = module.body[0]
-    if fdef.name != fn.__name__ or not _has_control_flow(fdef):
-        return fn
+@dataclass
+class _Code:
+    """What converting one code object gave: the rewritten code (the code itself when
+    there was nothing to rewrite or it is a rewriting's own), or why there is none."""
+
+    code: types.CodeType
+    converted: types.CodeType | None
+    why: str | None = None
+    error: ConversionError | None = None
+
+
+# By id of the original code object (which the entry keeps alive): a function is
+# rewritten once, however many function objects (closures) share its code.
+_CODES: dict[int, _Code] = {}
+
+
+def code_entry(code: types.CodeType) -> _Code | None:
+    entry = _CODES.get(id(code))
+    return entry if entry is not None and entry.code is code else None
+
+
+def _register_rewritten(code: types.CodeType) -> None:
+    """Mark a rewriting's code objects (nested ones too) as converted already."""
+    _CODES[id(code)] = _Code(code, code)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _register_rewritten(const)
+
+
+def convert_code(code: types.CodeType) -> _Code:
+    entry = code_entry(code)
+    if entry is None:
+        try:
+            entry = _rewrite(code)
+        except ConversionError as e:
+            entry = _Code(code, None, str(e.message), e)
+        _CODES[id(code)] = entry
+    return entry
+
+
+def _explicit_super(fdef: ast.FunctionDef) -> None:
+    """`super()` as `super(__class__, self)`: zero-argument `super` reads the first
+    argument of the function it is called in, which in a branch moved into a
+    function of its own is no longer `self`."""
+    params = [*fdef.args.posonlyargs, *fdef.args.args]
+    if not params:
+        return
+    for node in _walk_scope(fdef):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "super"
+            and not node.args
+            and not node.keywords
+        ):
+            node.args = [_name("__class__"), _name(params[0].arg)]
+
+
+def _rewrite(code: types.CodeType) -> _Code:
+    if _is_internal(code.co_filename):
+        return _Code(code, code)
+    fdef = function_def(code)
+    if isinstance(fdef, str):
+        return _Code(code, None, fdef)
+    if not _worth_converting(fdef):
+        return _Code(code, code)
     fdef.decorator_list = []
-    ast.increment_lineno(module, code.co_firstlineno - 1)
+    if "__class__" in code.co_freevars:
+        _explicit_super(fdef)
     new_def = _Converter(code.co_filename).function(fdef)
     # Defined under another name, so the function's own name (recursion) still
     # resolves as it did: to a global or to the original closure cell.
@@ -541,7 +610,28 @@ def convert(fn: Callable[..., Any]) -> Callable[..., Any]:
         if isinstance(c, types.CodeType) and c.co_name == new_def.name
     )
     inner = inner.replace(co_name=code.co_name, co_qualname=code.co_qualname)
-    cells = dict(zip(code.co_freevars, fn.__closure__ or ()))
+    _register_rewritten(inner)
+    return _Code(code, inner)
+
+
+def convert(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with its control flow rewritten to dispatch at trace time, and its calls
+    to convert the user functions they call; `fn` itself when its source is
+    unavailable or there is nothing to rewrite. A construct the rewriting cannot
+    handle is a ConversionError."""
+    if not isinstance(fn, types.FunctionType) or getattr(fn, _CONVERTED, False):
+        return fn
+    entry = convert_code(fn.__code__)
+    if entry.error is not None:
+        raise entry.error
+    if entry.converted is None or entry.converted is fn.__code__:
+        return fn
+    return rebuilt(fn, entry.converted)
+
+
+def rebuilt(fn: types.FunctionType, inner: types.CodeType) -> types.FunctionType:
+    """`fn` (its globals, closure, defaults) running the rewritten code `inner`."""
+    cells = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ()))
     cells[RUNTIME] = types.CellType(autograph_runtime)
     closure = tuple(cells[name] for name in inner.co_freevars)
     new = types.FunctionType(inner, fn.__globals__, fn.__name__, fn.__defaults__, closure)

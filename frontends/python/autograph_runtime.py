@@ -21,6 +21,14 @@ from lanterna.frontends.python.tracing import Tensor, current_tracer, lift
 # --- runtime: what converted code calls ----------------------------------------------------
 
 
+def call(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """A call in converted code: while tracing, a user function it calls is converted
+    too (`autograph_calls.converted`), so its `if`/`while` on staged values are staged."""
+    if current_tracer() is not None:
+        fn = autograph_calls.converted(fn)
+    return fn(*args, **kwargs)
+
+
 def state(local_vars: dict[str, Any], names: Sequence[str]) -> tuple[Any, ...]:
     """The current values of `names`; `Undefined` for those not bound yet."""
     return tuple(local_vars.get(n, Undefined(n, "is used before it is assigned")) for n in names)
@@ -285,3 +293,7 @@ def _staged_range(
     )
     _, out = control.stage_while(test, body, [start, init], "for")
     return carry.result(out)
+
+
+# Converting callees needs the rewriting, which imports this module.
+from lanterna.frontends.python import autograph_calls

@@ -39,10 +39,20 @@ def _as_index_array(item: Any) -> Tensor | np.ndarray | None:
     if isinstance(item, Tensor):
         return item
     if isinstance(item, list):
+        item = _array_like(item)
+        if isinstance(item, Tensor):
+            return item
         item = np.asarray(item)
     if isinstance(item, np.ndarray) and item.ndim > 0:
         return item
     return None
+
+
+def _array_like(item: Any) -> Any:
+    """A list holding staged values as their stack (numpy's array-like); else `item`."""
+    from lanterna.frontends.python import ops  # which imports this module
+
+    return ops.asarray(item) if ops.is_staged_sequence(item) else item
 
 
 def _as_int(item: Any) -> int | None:
@@ -96,6 +106,7 @@ def take_along(x: Value, indices: Any, axis: int) -> Value:
     """Gather along any axis (a Tensor in a trace, numpy arrays eagerly). Staged
     indices are checked when the program runs; numpy ones are bounds-checked and
     wrapped (negative counts from the end) now."""
+    indices = _array_like(indices)
     if not isinstance(indices, Tensor):
         indices = lift(_static_indices(np.asarray(indices), x.shape[axis], axis))
     elif indices.dtype.kind not in "iu":

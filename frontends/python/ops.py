@@ -5,6 +5,8 @@ data or Python scalars) and computes eagerly with the ops' own reference
 semantics when called on numpy arrays outside one, so `ln.tanh(np.ones(3))`
 works like numpy. Operands are promoted to a common dtype first (see
 `tracing.result_dtype`); ops that need floats turn integer operands into floats.
+An operand that is a list or tuple holding staged values is their stack, as
+numpy makes an array of a list of arrays (`ln.mean([x, x + 2])`).
 
 Where numpy's function has more cases than the `ln` op (matmul of vectors or
 broadcast batches, take along any axis), the function composes ops.
@@ -28,10 +30,10 @@ from lanterna.frontends.python.tracing import (
     default_int,
     dtype_of,
     is_scalar,
-    lift,
-    promote,
     user_error,
 )
+from lanterna.frontends.python.tracing import lift as _lift
+from lanterna.frontends.python.tracing import promote as _promote
 from lanterna.ir import ln
 from lanterna.ir.types import broadcast_shapes, format_shape, from_numpy_dtype, tensor
 
@@ -55,6 +57,24 @@ def _shape_of(v: Any) -> tuple[int, ...]:
 
 def _type(shape: Shape, dtype: Any) -> Any:
     return tensor(_shape(shape), from_numpy_dtype(checked_dtype(dtype)))
+
+
+def is_staged_sequence(x: Any) -> bool:
+    """A (nested) list or tuple holding a staged value."""
+    return isinstance(x, list | tuple) and any(
+        isinstance(e, Tensor) or is_staged_sequence(e) for e in x
+    )
+
+
+def lift(x: Any, dtype: Any = None) -> Value:
+    """`tracing.lift`, where a list of staged values is numpy's array-like of them:
+    their `stack` (so `ln.mean([x, x + 2])` works as `np.mean` does on arrays)."""
+    return _lift(stack(x) if is_staged_sequence(x) else x, dtype)
+
+
+def promote(*xs: Any) -> list[Value]:
+    """`tracing.promote`, with lists of staged values stacked as in `lift`."""
+    return _promote(*(stack(x) if is_staged_sequence(x) else x for x in xs))
 
 
 def _as_float(x: Any) -> Value:
@@ -96,11 +116,13 @@ def full(shape: Shape, fill_value: float, dtype: Any = float32) -> Value:
 
 
 def zeros_like(x: Any) -> Value:
-    return zeros(_shape_of(x), dtype_of(x))
+    v = stack(x) if is_staged_sequence(x) else x
+    return zeros(_shape_of(v), dtype_of(v))
 
 
 def ones_like(x: Any) -> Value:
-    return ones(_shape_of(x), dtype_of(x))
+    v = stack(x) if is_staged_sequence(x) else x
+    return ones(_shape_of(v), dtype_of(v))
 
 
 # --- elementwise arithmetic ---------------------------------------------------------------
@@ -324,8 +346,42 @@ def matmul(x: Any, y: Any) -> Value:
 
 
 def dot(x: Any, y: Any) -> Value:
-    """`matmul` for operands of rank 1 and 2 (numpy's `dot` there)."""
-    return matmul(x, y)
+    """numpy's `dot`: a product with a 0-d operand, the inner product of vectors, and
+    otherwise the sum over the last axis of `x` and the second-to-last of `y`
+    (the only axis of a vector), `dot(a, b)[i, j, k, m] = sum(a[i, j, :] * b[k, :, m])`.
+
+    The result has shape `x.shape[:-1] + y.shape[:-2] + y.shape[-1:]`; it is one
+    2-D product of `x` folded into rows and `y` folded into columns. Integer and
+    bool operands keep their dtype, as in numpy (a broadcast product and a sum).
+    """
+    a, b = promote(x, y)
+    sa, sb = _shape_of(a), _shape_of(b)
+    if dtype_of(a) == np.bool_:
+        # numpy's bool dot is "any(a and b)": an integer dot that is nonzero.
+        return not_equal(dot(astype(a, default_int()), astype(b, default_int())), 0)
+    if not sa or not sb:
+        return multiply(a, b)
+    k = sa[-1]
+    k_b = sb[0] if len(sb) == 1 else sb[-2]
+    if k != k_b:
+        axis_b = len(sb) - 2 if len(sb) > 1 else 0
+        raise user_error(
+            f"ln.dot: shapes {format_shape(sa)} and {format_shape(sb)} are not aligned: "
+            f"{k} (last axis of the lhs) != {k_b} (axis {axis_b} of the rhs)"
+        )
+    # y's contracted axis to the front, the rest folded into columns in result order.
+    if len(sb) > 2:
+        b = transpose(b, (len(sb) - 2, *range(len(sb) - 2), len(sb) - 1))
+    cols = sb[:-2] + sb[-1:] if len(sb) > 1 else ()
+    rows = reshape(a, (math.prod(sa[:-1]), k))
+    b2 = reshape(b, (k, math.prod(cols))) if cols else b
+    if dtype_of(a).kind == "f":
+        out = apply(ln.MatmulOp, rows, b2)
+    else:
+        # ln.matmul takes floats; integers are multiplied exactly and summed over k.
+        prod = multiply(expand_dims(rows, -1), b2 if cols else expand_dims(b2, -1))
+        out = sum(prod, axis=1)
+    return reshape(out, sa[:-1] + cols)
 
 
 # --- shapes -------------------------------------------------------------------------------
@@ -387,16 +443,25 @@ def concatenate(xs: Sequence[Any], axis: int = 0) -> Value:
 def stack(xs: Sequence[Any], axis: int = 0) -> Value:
     if not len(xs):
         raise user_error("ln.stack needs at least one array")
-    return concatenate([expand_dims(x, axis) for x in promote(*xs)], axis=axis)
+    vs = promote(*xs)
+    shapes = [_shape_of(v) for v in vs]
+    if len(set(shapes)) > 1:
+        listed = ", ".join(format_shape(s) for s in shapes)
+        raise user_error(f"ln.stack: all arrays must have the same shape, got {listed}")
+    return concatenate([expand_dims(v, axis) for v in vs], axis=axis)
 
 
-def take(table: Any, indices: Any, axis: int = 0) -> Value:
-    """Rows of `table` along `axis` selected by an integer index array (`ln.gather`).
+def take(table: Any, indices: Any, axis: int | None = None) -> Value:
+    """numpy's `take`: elements of `table` along `axis` selected by an integer index
+    array (`ln.gather`); without `axis`, elements of the flattened `table`.
 
-    Unlike numpy, the default axis is 0 (an embedding lookup), not the flattened
-    array. Staged indices are checked when the program runs; numpy indices now.
+    An embedding lookup (rows of a matrix) is `take(table, ids, axis=0)`. Negative
+    indices count from the end; staged indices are checked when the program runs,
+    numpy ones now.
     """
     t = lift(table)
+    if axis is None:
+        return take_along(reshape(t, (-1,)), indices, 0)
     rank = len(_shape_of(t))
     if not -rank <= axis < rank:
         raise user_error(f"ln.take: axis {axis} is out of range for rank {rank}")
@@ -461,34 +526,6 @@ def dropout(x: Any, rate: float, seed: Any) -> Value:
         )
     return apply(ln.DropoutOp, lift(x), s, rate=float(rate))
 
-
-# numpy ufuncs a Tensor answers (`np.exp(t)`), by ufunc name.
-UFUNCS: dict[str, Callable[..., Value]] = {
-    "add": add,
-    "subtract": subtract,
-    "multiply": multiply,
-    "divide": divide,
-    "true_divide": divide,
-    "power": power,
-    "negative": negative,
-    "absolute": abs,
-    "exp": exp,
-    "log": log,
-    "tanh": tanh,
-    "sqrt": sqrt,
-    "maximum": maximum,
-    "minimum": minimum,
-    "less": less,
-    "less_equal": less_equal,
-    "greater": greater,
-    "greater_equal": greater_equal,
-    "equal": equal,
-    "not_equal": not_equal,
-    "matmul": matmul,
-    "logical_and": logical_and,
-    "logical_or": logical_or,
-    "logical_not": logical_not,
-}
 
 __all__ = [
     "abs",

@@ -81,11 +81,10 @@ class Tensor:
     # --- what a staged value cannot do ------------------------------------------------------
 
     def __bool__(self) -> bool:
-        raise user_error(
-            f"the truth value of a staged {self._describe()} is not known while tracing; "
-            "Python `if`/`while` on staged values needs ln.cond / ln.while_loop "
-            "(or compute both sides and use ln.where)"
-        )
+        # Where `if`/`while` are converted they do not get here; the error says why not.
+        from lanterna.frontends.python.autograph_calls import staged_bool_error
+
+        raise staged_bool_error(self._describe())
 
     def _concrete(self, what: str) -> TraceError:
         return user_error(
@@ -106,7 +105,12 @@ class Tensor:
         raise self._concrete("complex")
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise self._concrete("numpy array")
+        # numpy got here without dispatching to us: a staged value inside a list.
+        raise user_error(
+            f"cannot convert a staged {self._describe()} to a numpy array while tracing: its "
+            "value is only known when the compiled function runs; call the ln function "
+            "instead of numpy's (ln functions stack lists of staged values: ln.mean([x, y]))"
+        )
 
     def __setitem__(self, key: Any, value: Any) -> None:
         raise user_error(
@@ -233,16 +237,19 @@ class Tensor:
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
         return _ops.max(self, axis, keepdims)
 
-    # numpy hands its ufuncs on Tensors to us: `np.exp(t)`, and `ndarray + t`, which
-    # would otherwise build an object array of Tensors.
+    # numpy hands its functions on Tensors to us: `np.exp(t)`, `np.sum(t)`, and
+    # `ndarray + t`, which would otherwise build an object array of Tensors.
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        fn = _ops.UFUNCS.get(ufunc.__name__)
-        if method != "__call__" or fn is None or kwargs:
-            return NotImplemented
-        return fn(*inputs)
+        return _numpy.array_ufunc(ufunc, method, inputs, kwargs)
+
+    def __array_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        return _numpy.array_function(func, args, kwargs)
 
 
 # The public ops and indexing are written against Tensor; imported last because
 # they import this module.
 from lanterna.frontends.python import indexing as _indexing
+from lanterna.frontends.python import numpy_dispatch as _numpy
 from lanterna.frontends.python import ops as _ops

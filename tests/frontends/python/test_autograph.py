@@ -338,6 +338,6 @@ def test_grad_of_an_undecorated_function_with_python_control_flow():
 
     report = ln.check_grads(grow, [np.array([0.3, 0.5])])
     assert report is not None and report.error < 1e-6
-    out, vjp_fn = ln.vjp(grow, np.array([0.3, 0.5]))
+    _, vjp_fn = ln.vjp(grow, np.array([0.3, 0.5]))
     (g,) = vjp_fn(np.array(1.0))
     np.testing.assert_allclose(g, ln.grad(grow)(np.array([0.3, 0.5])), rtol=1e-12)

@@ -197,7 +197,8 @@ def test_shape_ops(dtype):
 def test_take_and_scatter_add(dtype):
     table = rand((5, 3), dtype)
     ids = np.array([[0, 4], [4, 2]], np.int64)
-    check(ln.take, lambda t, i: t[i], table, ids, dtype=dtype)
+    check(ln.take, np.take, table, ids, dtype=dtype)
+    check(lambda t, i: ln.take(t, i, axis=0), lambda t, i: t[i], table, ids, dtype=dtype)
     check(
         lambda t, i: ln.take(t, i, axis=1),
         lambda t, i: np.take(t, i, axis=1),
@@ -214,6 +215,33 @@ def test_take_and_scatter_add(dtype):
 
     check(lambda u, i: ln.scatter_add(u, i, 5), ref, updates, ids, dtype=dtype)
     check(lambda u, i: ln.scatter_add(u, i, (5, 3)), ref, updates, ids, dtype=dtype)
+
+
+@pytest.mark.parametrize("backend", ["interp", "cpu"])
+def test_take_without_axis_flattens_like_numpy(backend):
+    x = np.arange(12.0).reshape(3, 4)
+    for idx in ([1, 0, 11], np.array([[5, -1], [2, 3]]), 2, -3, np.array(7)):
+        want = np.take(x, idx)
+        for got in (ln.take(x, idx), ln.jit(lambda x, i=idx: ln.take(x, i), backend=backend)(x)):
+            assert np.shape(got) == np.shape(want)
+            np.testing.assert_array_equal(got, want)
+    staged = ln.jit(lambda x, i: ln.take(x, i), backend=backend)
+    for idx in (np.array([11, 0, 4]), np.array([[5, 1], [2, 3]]), np.array(7)):
+        np.testing.assert_array_equal(staged(x, idx), np.take(x, idx))
+    np.testing.assert_array_equal(
+        staged(x[:, :1], np.array([2, 0])), np.take(x[:, :1], np.array([2, 0]))
+    )
+    with pytest.raises(ln.TraceError, match="index 12 is out of bounds for axis 0 with size 12"):
+        ln.take(x, [12])
+
+
+@pytest.mark.xfail(
+    raises=IndexError, strict=True, reason="staged negative indices wrap in gather (issue 12.7)"
+)
+def test_take_without_axis_wraps_staged_negative_indices():
+    x = np.arange(12.0).reshape(3, 4)
+    got = ln.jit(lambda x, i: ln.take(x, i), backend="interp")(x, np.array([-1, 2, -12]))
+    np.testing.assert_array_equal(got, np.take(x, [-1, 2, -12]))
 
 
 def np_log_softmax(x, axis=-1):
@@ -364,7 +392,8 @@ def test_eager_ops_on_numpy_arrays():
     assert ln.add(np.ones(2, np.int32), np.ones(2, np.float32)).dtype == np.float64
     assert ln.divide(np.arange(3), 2).dtype == np.float64
     np.testing.assert_array_equal(ln.where(x > 0, x, 0.0), np.where(x > 0, x, 0.0))
-    np.testing.assert_array_equal(ln.take(x, [1, 0]), x[[1, 0]])
+    np.testing.assert_array_equal(ln.take(x, [1, 0]), np.take(x, [1, 0]))
+    np.testing.assert_array_equal(ln.take(x, [1, 0], axis=0), x[[1, 0]])
     assert ln.zeros((2,)).dtype == np.float32
     with pytest.raises(ln.TraceError, match=r"do not broadcast"):
         ln.add(np.ones((2, 3)), np.ones(4))
