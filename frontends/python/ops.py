@@ -175,8 +175,9 @@ def _int_power(x: Value, n: int) -> Value:
 
 
 def power(x: Any, y: Any) -> Value:
-    """`x ** y`. A Python-number exponent is a property of `ln.pow`; a tensor
-    exponent is computed as exp(y * log(x)), so its base must be positive."""
+    """`x ** y`, as numpy's `power`. A Python-number exponent is a property of
+    `ln.pow`; a tensor exponent makes an `ln.power` (a negative base to an
+    integer-valued exponent is real; the gradients are 0 where JAX's are)."""
     if is_scalar(y) and not is_scalar(x):
         v = lift(x)
         if dtype_of(v).kind != "f":
@@ -187,7 +188,7 @@ def power(x: Any, y: Any) -> Value:
     a, b = promote(x, y)
     if dtype_of(a).kind != "f":
         a, b = astype(a, default_float()), astype(b, default_float())
-    return exp(multiply(b, log(a)))
+    return apply(ln.PowerOp, a, b)
 
 
 def negative(x: Any) -> Value:

@@ -235,9 +235,6 @@ def test_take_without_axis_flattens_like_numpy(backend):
         ln.take(x, [12])
 
 
-@pytest.mark.xfail(
-    raises=IndexError, strict=True, reason="staged negative indices wrap in gather (issue 12.7)"
-)
 def test_take_without_axis_wraps_staged_negative_indices():
     x = np.arange(12.0).reshape(3, 4)
     got = ln.jit(lambda x, i: ln.take(x, i), backend="interp")(x, np.array([-1, 2, -12]))
