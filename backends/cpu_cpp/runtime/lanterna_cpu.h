@@ -740,8 +740,12 @@ inline void reduce_sum(const T* x, T* out, int64_t outer, int64_t n, int64_t inn
         // kBlock rows at a time, and the blocks into `total`: the error grows with
         // kBlock + n / kBlock, not n.
         constexpr int64_t kBlock = 128;
-        double* total = alloc<double>(inner);
-        double* part = alloc<double>(inner);
+        // Scratch outside the arena: the arena's statistics count the program's
+        // values, and a buffer released here would look like reuse to them.
+        static thread_local std::vector<double> scratch;
+        if (scratch.size() < static_cast<size_t>(2 * inner)) scratch.resize(2 * inner);
+        double* total = scratch.data();
+        double* part = total + inner;
         for (int64_t o = 0; o < outer; ++o) {
             for (int64_t i = 0; i < inner; ++i) total[i] = 0.0;
             for (int64_t r0 = 0; r0 < n; r0 += kBlock) {
@@ -757,8 +761,6 @@ inline void reduce_sum(const T* x, T* out, int64_t outer, int64_t n, int64_t inn
             T* dst = out + o * inner;
             for (int64_t i = 0; i < inner; ++i) dst[i] = static_cast<T>(total[i] / divisor);
         }
-        release(part, sizeof(double) * static_cast<size_t>(inner));
-        release(total, sizeof(double) * static_cast<size_t>(inner));
     }
 }
 
