@@ -100,7 +100,7 @@ def staged_bool_error(what: str) -> TraceError:
     else:
         why = (
             f"{name} was called from code lanterna does not convert (a library, a builtin "
-            "such as map, or a branch of ln.cond); call it from the jitted function or "
+            "such as map); call it from the jitted function or "
             "decorate it with @ln.function"
         )
     return user_error(

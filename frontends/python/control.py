@@ -348,6 +348,15 @@ def stage_if(
     return results
 
 
+def _converted(fn: Any) -> Any:
+    """`fn` with its own Python `if`/`while` on staged values staged, as every
+    function that converted code calls is (see `autograph_calls`)."""
+    # Imported here: autograph's runtime imports this module.
+    from lanterna.frontends.python.autograph_calls import converted
+
+    return converted(fn)
+
+
 def cond(
     pred: Any, true_fn: Callable[..., Any], false_fn: Callable[..., Any], *operands: Any
 ) -> Any:
@@ -359,6 +368,7 @@ def cond(
     """
     if not is_staged(pred) or current_tracer() is None:
         return true_fn(*operands) if bool(np.asarray(pred)) else false_fn(*operands)
+    true_fn, false_fn = _converted(true_fn), _converted(false_fn)
     (out,) = stage_if(
         pred,
         lambda: [true_fn(*operands)],
@@ -557,7 +567,7 @@ def while_loop(cond_fn: Callable[[Any], Any], body_fn: Callable[[Any], Any], ini
         while bool(np.asarray(cond_fn(val))):
             val = body_fn(val)
         return val
-    return stage_while(cond_fn, body_fn, init_val, "ln.while_loop")
+    return stage_while(_converted(cond_fn), _converted(body_fn), init_val, "ln.while_loop")
 
 
 def fori_loop(lower: Any, upper: Any, body_fn: Callable[[Any, Any], Any], init_val: Any) -> Any:
@@ -571,7 +581,7 @@ def fori_loop(lower: Any, upper: Any, body_fn: Callable[[Any, Any], Any], init_v
         for i in range(int(np.asarray(lower)), int(np.asarray(upper))):
             val = body_fn(np.asarray(i, np.int64), val)
         return val
-    return stage_for(lower, upper, 1, body_fn, init_val, "ln.fori_loop")
+    return stage_for(lower, upper, 1, _converted(body_fn), init_val, "ln.fori_loop")
 
 
 # --- checkpoint ---------------------------------------------------------------------------
@@ -597,7 +607,7 @@ def checkpoint(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         block = Block()
         with tracer.inserting_at(InsertPoint.at_end(block)):
-            out = fn(*args, **kwargs)
+            out = _converted(fn)(*args, **kwargs)
             leaves, treedef = pytree.flatten(out)
             for leaf in leaves:
                 if not (is_staged(leaf) or _arraylike(leaf)):

@@ -202,3 +202,34 @@ def test_helper_that_cannot_be_converted_says_why():
     ) as info:
         ln.jit(lambda x: h(x), backend="interp")(X)
     assert info.value.lineno == line_of("UNCONVERTIBLE")
+
+
+@pytest.mark.parametrize("backend", ["interp", "cpu"])
+def test_functions_given_to_the_combinators_are_converted(backend):
+    # Branches, loop bodies and checkpointed functions passed straight to
+    # ln.cond / ln.while_loop / ln.fori_loop / ln.checkpoint stage their own
+    # Python `if` on staged values.
+    def body(i, y):
+        return flip(y) + 0.1
+
+    def keep_going(y):
+        if ln.sum(y) > 100.0:
+            return False
+        return ln.sum(y * y) < 50.0
+
+    def f(x):
+        y = ln.cond(ln.sum(x) > 0, flip, lambda v: flip(-v), x)
+        y = ln.fori_loop(0, 3, body, y)
+        y = ln.while_loop(keep_going, lambda v: v * 1.5 + 0.1, y)
+        return ln.checkpoint(flip)(y)
+
+    def ref(x):
+        y = flip_ref(x) if x.sum() > 0 else flip_ref(-x)
+        for _ in range(3):
+            y = flip_ref(y) + 0.1
+        while not y.sum() > 100.0 and (y * y).sum() < 50.0:
+            y = y * 1.5 + 0.1
+        return flip_ref(y)
+
+    for x in (X, -X):
+        np.testing.assert_allclose(ln.jit(f, backend=backend)(x), ref(x), rtol=1e-12)
