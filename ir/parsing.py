@@ -11,6 +11,9 @@ slow, crashes or accepts invalid IR on bad input:
 - lexer messages name the offending character (`U+FEFF (byte order mark)`, not
   an invisible glyph) and fill in the placeholder xDSL leaves in
   `Expected suffix identifier after {first_char}`;
+- a dense literal with a value its element type cannot hold is a ParseError at
+  the literal, not xDSL's OverflowError or ValueError from packing it;
+- integer types are at most `MAX_INTEGER_WIDTH` bits wide, as in MLIR;
 - regions nest at most `MAX_REGION_DEPTH` deep, and deeper nesting of anything
   (types, attributes) that exhausts Python's recursion is a located ParseError,
   not a `RecursionError`;
@@ -18,6 +21,7 @@ slow, crashes or accepts invalid IR on bad input:
   forward reference with a definition found in any later region, so
   `%s = ln.exp %b` followed by a region that defines `%b` parses into IR that
   uses a value from inside another op's region; here it is an error at the use;
+- a block label that is not a valid name hint (`^3`) no longer raises ValueError;
 - an attribute that fails its own verifier while being parsed is a ParseError at
   its op, and the start of each op is remembered (`op_spans`) so that a later
   verifier failure can be reported at the op's line and column.
@@ -26,18 +30,26 @@ slow, crashes or accepts invalid IR on bad input:
 from __future__ import annotations
 
 import re
+import struct
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from string import hexdigits
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import ModuleOp
-from xdsl.ir import Block, Operation, Region, SSAValue
+from xdsl.dialects.builtin import (
+    AnyDenseElement,
+    DenseArrayBase,
+    DenseIntOrFPElementsAttr,
+    ModuleOp,
+    RankedStructure,
+)
+from xdsl.ir import Block, Operation, Region, SSAValue, TypeAttribute
 from xdsl.ir.core import AttributeInvT
 from xdsl.irdl.dominance import DominanceInfo
 from xdsl.parser import Parser
 from xdsl.parser.generic_parser import ParserState
-from xdsl.utils.exceptions import ParseError, VerifyException
+from xdsl.utils.exceptions import MultipleSpansParseError, ParseError, VerifyException
 from xdsl.utils.lexer import Input, Position, Span
 from xdsl.utils.mlir_lexer import MLIRLexer, MLIRToken, MLIRTokenKind
 
@@ -47,6 +59,13 @@ the recursive verifier, printer and passes even where the parser could still rea
 it; lanterna's own programs nest a few levels per source-level loop or branch. At 50,
 parsing in generic syntax, verifying, printing and the passes stay within Python's
 default recursion limit even when called from a few hundred frames deep."""
+
+
+MAX_INTEGER_WIDTH = 16_777_215
+"""MLIR's limit on the width of an integer type. xDSL has none, and checking a
+value against `i4294967296` builds the integer 2**4294967296 (minutes, 512 MiB)."""
+
+_INTEGER_TYPE = re.compile(r"[su]?i([0-9]+)")
 
 
 class IRLexer(MLIRLexer):
@@ -142,6 +161,8 @@ class IRParser(Parser):
         # definition exists but in a region the use cannot see.
         self._first_use: dict[str, Span[str]] = {}
         self._definitions: dict[str, Span[str]] = {}
+        # The names values had in the text: a value named `%0` has no name hint.
+        self._value_names: dict[SSAValue, str] = {}
 
     def at_end(self) -> bool:
         """Whether nothing but whitespace and comments is left to parse."""
@@ -171,6 +192,8 @@ class IRParser(Parser):
 
     def _register_ssa_definition(self, name: str, values: Sequence[SSAValue], span: Span) -> None:
         self._definitions.setdefault(name, span)
+        for i, value in enumerate(values):
+            self._value_names[value] = f"%{name}" if len(values) == 1 else f"%{name}#{i}"
         super()._register_ssa_definition(name, values, span)
 
     def _undefined_value_error(self) -> ParseError:
@@ -212,6 +235,66 @@ class IRParser(Parser):
         finally:
             self._region_depth -= 1
 
+    def _parse_optional_integer_or_float_type(self) -> TypeAttribute | None:
+        token = self._current_token
+        if token.kind == MLIRTokenKind.BARE_IDENT:
+            match = _INTEGER_TYPE.fullmatch(token.text)
+            if match is not None and int(match.group(1)) > MAX_INTEGER_WIDTH:
+                self.raise_error(
+                    f"integer bitwidth is limited to {MAX_INTEGER_WIDTH} bits", token.span
+                )
+        return super()._parse_optional_integer_or_float_type()
+
+    def _parse_block(self) -> Block:
+        # xDSL 0.75's, except that a label that is not a valid name hint (`^3`, a
+        # valid MLIR caret-id) is kept off the block instead of raising ValueError,
+        # as xDSL already does for forward references to blocks.
+        name_token = self._parse_token(MLIRTokenKind.CARET_IDENT, " in block definition")
+        name = name_token.text[1:]
+        if name not in self.blocks:
+            block = Block()
+            self.blocks[name] = (block, name_token.span)
+        else:
+            block, original_definition = self.blocks[name]
+            if original_definition is not None:
+                raise MultipleSpansParseError(
+                    name_token.span,
+                    f"re-declaration of block '{name}'",
+                    "originally declared here:",
+                    [(original_definition, None)],
+                )
+            self.forward_block_references.pop(name)
+        if Block.is_valid_name(name) and not Block.is_default_block_name(name):
+            block.name_hint = name
+        self._parse_optional_block_arg_list(block)
+        self.parse_punctuation(":")
+        self._parse_block_body(block)
+        return block
+
+    def parse_dense_int_or_fp_elements_attr(
+        self, type: RankedStructure[AnyDenseElement] | None
+    ) -> DenseIntOrFPElementsAttr:
+        with self._value_errors_located(self.pos):
+            return super().parse_dense_int_or_fp_elements_attr(type)
+
+    def _parse_builtin_densearray_attr(self) -> DenseArrayBase | None:
+        with self._value_errors_located(self.pos):
+            return super()._parse_builtin_densearray_attr()
+
+    @contextmanager
+    def _value_errors_located(self, start: Position) -> Iterator[None]:
+        # xDSL packs dense literals with `struct` after checking only part of the
+        # range: 1e64 as f32 raises OverflowError, 300 as i8 a ValueError.
+        try:
+            yield
+        except (ValueError, OverflowError, struct.error) as e:
+            message = str(e)
+            if isinstance(e, OverflowError):
+                message = f"a value of this literal does not fit its element type ({e})"
+            raise ParseError(
+                Span(start, max(self.pos, start + 1), self.lexer.input), message
+            ) from e
+
     def _first_line(self, start: int) -> Span[str]:
         # Underline up to here, on the op's first line only: a region op spans many.
         src = self.lexer.input
@@ -226,7 +309,7 @@ class IRParser(Parser):
                 problem = _scope_problem(op, operand.owner, dominance)
                 if problem is None:
                     continue
-                name = f"%{operand.name_hint}" if operand.name_hint else f"operand #{index}"
+                name = self._value_names.get(operand, f"operand #{index}")
                 span = self.op_spans.get(op)
                 message = f"value {name} {problem}"
                 if span is None:
@@ -271,4 +354,4 @@ def _is_graph_region(block: Block) -> bool:
     return isinstance(block.parent_op(), ModuleOp)
 
 
-__all__ = ["MAX_REGION_DEPTH", "IRLexer", "IRParser"]
+__all__ = ["MAX_INTEGER_WIDTH", "MAX_REGION_DEPTH", "IRLexer", "IRParser"]

@@ -146,7 +146,7 @@ def _run(args: argparse.Namespace, passes: list[ModulePass], target: Target, nam
         return _diagnostic(_format_parse_error(e))
 
     try:
-        module.verify()
+        _verify_input(module)
     except VerifyException as e:
         return _diagnostic(_format_verify_error(module, parser, e, name))
 
@@ -174,6 +174,23 @@ def _run(args: argparse.Namespace, passes: list[ModulePass], target: Target, nam
     except OSError as e:
         return _error(f"cannot write '{args.output}': {e}", EXIT_FAILED)
     return EXIT_OK
+
+
+def _verify_input(module: ModuleOp) -> None:
+    """`module.verify()`, except that an op's own invariants are checked before the
+    verifiers of the ops nested in it read them."""
+    try:
+        module.verify()
+    except VerifyException:
+        raise
+    except Exception:
+        # xDSL verifies nested ops before their parent, so the verifier of a child
+        # can trip over a malformed parent (func.return reads the function_type of
+        # a func.func that lacks it: KeyError). Parents first, the parent's own
+        # verifier reports what is missing; if none does, the crash is a bug.
+        for op in module.walk():
+            op.verify(verify_nested_ops=False)
+        raise
 
 
 def _read_input(path: str) -> str:
@@ -256,7 +273,9 @@ def _format_verify_error(module: ModuleOp, parser: IRParser, e: VerifyException,
 def _failing_op(module: ModuleOp, message: str) -> Operation | None:
     """The op whose own verifier raises `message` (else the first that fails)."""
     first: Operation | None = None
-    for op in module.walk(region_first=True):
+    # Parents first, as `_verify_input` found the error: a child's verifier may
+    # trip over its malformed parent.
+    for op in module.walk():
         try:
             op.verify(verify_nested_ops=False)
         except VerifyException as e:

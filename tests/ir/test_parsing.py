@@ -203,3 +203,39 @@ def test_deeply_nested_attributes_are_a_located_error(open_, close):
     e = parse_error(func_with_attribute(value))
     assert e.msg == "the input nests too deeply to parse (Python's recursion limit was reached)"
     assert location(e)[0] == 1
+
+
+# --- values and labels xDSL 0.75 raises Python errors on -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "literal, column",
+    [("dense<[1.5e64, 2.0]> : tensor<2xf32>", 37), ("array<f32: 1.5e64>", 37)],
+)
+def test_a_float_too_large_for_its_type_is_a_located_error(literal, column):
+    e = parse_error(func_with_attribute(literal))  # was OverflowError from struct.pack
+    assert e.msg.startswith("a value of this literal does not fit its element type")
+    assert location(e) == (1, column)
+
+
+def test_an_integer_out_of_range_in_a_dense_literal_is_a_located_error():
+    e = parse_error(func_with_attribute("dense<300> : tensor<2xi8>"))  # was ValueError
+    assert e.msg.startswith("Integer value 300 is out of range for type i8")
+    assert location(e) == (1, 37)
+
+
+def test_an_integer_type_wider_than_mlir_allows_fails_fast():
+    # Checking 1 against i4294967296 built 2**4294967296: minutes and 512 MiB.
+    start = time.perf_counter()
+    e = parse_error(func_with_attribute("array<i4294967296: 1, 2>"))
+    assert time.perf_counter() - start < 1.0
+    assert e.msg == "integer bitwidth is limited to 16777215 bits"
+    assert location(e) == (1, 38)
+
+
+def test_a_numeric_block_label():
+    # `^3` is a valid MLIR block label; xDSL 0.75 raised ValueError naming the block.
+    module = parse_module("func.func @f() {\n^3:\n  func.return\n}\n")
+    module.verify()
+    (func,) = module.ops
+    assert len(func.regions[0].blocks) == 1

@@ -325,6 +325,17 @@ def test_invalid_utf8_is_a_located_error(capsys, tmp_path):
     assert rc == 1 and err.startswith(f"{path}:2:5: error: invalid UTF-8 (byte 0xff)")
 
 
+def test_an_op_missing_a_property_its_children_read(capsys, tmp_path):
+    # xDSL verifies func.return before its func.func, and func.return's verifier
+    # read the missing function_type: KeyError.
+    text = b'"func.func"() <{sym_name = "f"}> ({\n  "func.return"() : () -> ()\n}) : () -> ()\n'
+    rc, err, path = opt_bytes(capsys, tmp_path, text)
+    assert rc == 1
+    assert err.startswith(
+        f"{path}:1:1: error: property 'function_type' expected in operation 'func.func'"
+    )
+
+
 def test_a_crashing_pass_is_a_diagnostic_not_a_traceback(capsys, tmp_path):
     rc, err, path = opt_bytes(capsys, tmp_path, VALID, "-p", "cse,test-crash")
     assert rc == 1
