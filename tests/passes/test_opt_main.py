@@ -336,6 +336,48 @@ def test_an_op_missing_a_property_its_children_read(capsys, tmp_path):
     )
 
 
+SCF_WHILE = """func.func @f(%x: tensor<3xf32>, %c: i1) -> tensor<3xf32> {{
+  %r = scf.while (%a = %x) : (tensor<3xf32>) -> ({result}) {{
+    scf.condition(%c) %a : tensor<3xf32>
+  }} do {{
+  ^bb0{after}:
+    scf.yield %x : tensor<3xf32>
+  }}
+  func.return %x : tensor<3xf32>
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "result, after, message",
+    [
+        # xDSL's scf.while verifier raises a bare Exception ...
+        (
+            "tensor<3xi32>",
+            "(%b: tensor<3xf32>)",
+            (
+                "'scf.while' op does not verify: Block arguments with wrong type, "
+                "expected tensor<3xi32>, got tensor<3xf32>"
+            ),
+        ),
+        # ... and indexes past the block arguments it checks.
+        (
+            "tensor<3xf32>",
+            "",
+            (
+                "'scf.while' op does not verify (its verifier raised IndexError: "
+                "tuple index out of range)"
+            ),
+        ),
+    ],
+)
+def test_an_xdsl_verifier_that_crashes_is_a_located_error(capsys, tmp_path, result, after, message):
+    text = SCF_WHILE.format(result=result, after=after).encode()
+    rc, err, path = opt_bytes(capsys, tmp_path, text)
+    assert rc == 1
+    assert err.startswith(f"{path}:2:3: error: {message}")
+
+
 def test_a_crashing_pass_is_a_diagnostic_not_a_traceback(capsys, tmp_path):
     rc, err, path = opt_bytes(capsys, tmp_path, VALID, "-p", "cse,test-crash")
     assert rc == 1
