@@ -48,6 +48,7 @@ from xdsl.ir import Block, Operation, Region, SSAValue, TypeAttribute
 from xdsl.ir.core import AttributeInvT
 from xdsl.irdl.dominance import DominanceInfo
 from xdsl.parser import Parser
+from xdsl.parser.core import ForwardDeclaredValue
 from xdsl.parser.generic_parser import ParserState
 from xdsl.utils.exceptions import MultipleSpansParseError, ParseError, VerifyException
 from xdsl.utils.lexer import Input, Position, Span
@@ -188,7 +189,10 @@ class IRParser(Parser):
         name = operand.operand_name
         if name not in self.ssa_values:
             self._first_use.setdefault(name, operand.span)
-        return super().resolve_operand(operand, type)
+        value = super().resolve_operand(operand, type)
+        if isinstance(value, ForwardDeclaredValue):
+            self._value_names[value] = f"%{name}" + (f"#{operand.index}" if operand.index else "")
+        return value
 
     def _register_ssa_definition(self, name: str, values: Sequence[SSAValue], span: Span) -> None:
         self._definitions.setdefault(name, span)
@@ -306,7 +310,13 @@ class IRParser(Parser):
         dominance: dict[Region, DominanceInfo] = {}
         for op in module.walk():
             for index, operand in enumerate(op.operands):
-                problem = _scope_problem(op, operand.owner, dominance)
+                if isinstance(operand, ForwardDeclaredValue):
+                    # xDSL replaced the forward reference's uses when the value
+                    # was defined, but this op did not exist yet: the definition
+                    # is inside the op's own regions, parsed after its operands.
+                    problem = "is defined inside a region of the op that uses it"
+                else:
+                    problem = _scope_problem(op, operand.owner, dominance)
                 if problem is None:
                     continue
                 name = self._value_names.get(operand, f"operand #{index}")

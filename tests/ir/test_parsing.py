@@ -146,6 +146,26 @@ def test_a_use_in_a_region_before_the_definition_after_it():
     assert location(e) == (3, 5)
 
 
+def test_an_operand_defined_inside_the_ops_own_region():
+    # The fuzzer's find: xDSL 0.75 resolved the forward reference after scf.if had
+    # read its operand, leaving a placeholder value that raised ValueError later.
+    text = (
+        "func.func @f(%x: tensor<f64>) -> tensor<f64> {\n"
+        "  %r = scf.if %c -> (tensor<f64>) {\n"
+        "    %m = ln.gt %x, %x : tensor<f64>, tensor<f64>\n"
+        "    %c = ln.item %m : tensor<i1>\n"
+        "    scf.yield %x : tensor<f64>\n"
+        "  } else {\n"
+        "    scf.yield %x : tensor<f64>\n"
+        "  }\n"
+        "  func.return %r : tensor<f64>\n"
+        "}\n"
+    )
+    e = parse_error(text)
+    assert e.msg == "value %c is defined inside a region of the op that uses it"
+    assert location(e) == (2, 3)
+
+
 def test_a_value_used_by_its_own_definition():
     e = parse_error(HEAD + "  %b = ln.exp %b : tensor<f64>\n  func.return %b : tensor<f64>\n}\n")
     assert e.msg == "value %b is used before it is defined"
