@@ -288,13 +288,16 @@ class IRParser(Parser):
     @contextmanager
     def _value_errors_located(self, start: Position) -> Iterator[None]:
         # xDSL packs dense literals with `struct` after checking only part of the
-        # range: 1e64 as f32 raises OverflowError, 300 as i8 a ValueError.
+        # range: 1e64 as f32 raises OverflowError, 300 as i8 a ValueError, and an
+        # i0 element (zero bytes) ZeroDivisionError.
         try:
             yield
-        except (ValueError, OverflowError, struct.error) as e:
+        except (ValueError, OverflowError, ZeroDivisionError, struct.error) as e:
             message = str(e)
             if isinstance(e, OverflowError):
                 message = f"a value of this literal does not fit its element type ({e})"
+            elif isinstance(e, ZeroDivisionError):
+                message = "a dense literal's element type must be at least one byte wide"
             raise ParseError(
                 Span(start, max(self.pos, start + 1), self.lexer.input), message
             ) from e

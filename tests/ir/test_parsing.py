@@ -244,6 +244,12 @@ def test_an_integer_out_of_range_in_a_dense_literal_is_a_located_error():
     assert location(e) == (1, 37)
 
 
+def test_a_dense_array_of_a_zero_width_type_is_a_located_error():
+    e = parse_error(func_with_attribute("array<i0>"))  # was ZeroDivisionError
+    assert e.msg == "a dense literal's element type must be at least one byte wide"
+    assert location(e) == (1, 37)
+
+
 def test_an_integer_type_wider_than_mlir_allows_fails_fast():
     # Checking 1 against i4294967296 built 2**4294967296: minutes and 512 MiB.
     start = time.perf_counter()
