@@ -15,12 +15,12 @@ from xdsl.dialects.builtin import Builtin, ModuleOp
 from xdsl.dialects.func import Func
 from xdsl.dialects.scf import Scf
 from xdsl.ir import Dialect, Operation
-from xdsl.parser import Parser
 from xdsl.printer import Printer
 
 from lanterna.ir.ad import AD
 from lanterna.ir.cont import Cont
 from lanterna.ir.ln import LN
+from lanterna.ir.parsing import IRParser
 
 DIALECTS: tuple[Dialect, ...] = (Builtin, Func, Scf, Arith, LN, Cont, AD)
 
@@ -36,9 +36,11 @@ def make_context() -> Context:
 def parse_module(text: str, name: str = "<string>", ctx: Context | None = None) -> ModuleOp:
     """Parse textual IR into a module (a bare list of ops is wrapped in one).
 
-    Raises xDSL's `ParseError`, whose message carries `name:line:col`.
+    Raises xDSL's `ParseError`, whose message carries `name:line:col`, for any
+    input that is not valid IR (see `lanterna.ir.parsing` for what that adds to
+    xDSL's own parser).
     """
-    return Parser(ctx or make_context(), text, name).parse_module()
+    return IRParser(ctx or make_context(), text, name).parse_module()
 
 
 def print_ir(op: Operation, generic: bool = False) -> str:

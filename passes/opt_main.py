@@ -8,7 +8,9 @@ It parses the input with every lanterna dialect loaded, verifies it, runs the
 pipeline (verifying after each pass unless `--no-verify-each`), and writes the
 result through an output target (`-t`). Diagnostics go to stderr as
 `file:line:col: error: message`; exit status 1 means the input or a pass
-failed, 2 a bad command line (an unknown pass, bad options).
+failed, 2 a bad command line (an unknown pass, bad options). No input makes it
+print a Python traceback: an internal error (a bug in a pass or target) is a
+diagnostic too, unless `--show-traceback` asks for the traceback.
 
 Also runnable as `python -m lanterna.passes.opt_main`.
 """
@@ -20,17 +22,21 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from xdsl.context import Context
 from xdsl.dialects.builtin import ModuleOp
 from xdsl.ir import Operation
-from xdsl.parser import Parser
+from xdsl.passes import ModulePass
 from xdsl.utils.exceptions import ParseError, VerifyException
 from xdsl.utils.lexer import Span
 
 from lanterna.backends import available_backends, get_backend
 from lanterna.errors import LanternaError, PipelineError
+from lanterna.ir.ad import AD
+from lanterna.ir.cont import Cont
 from lanterna.ir.context import make_context
+from lanterna.ir.ln import LN
+from lanterna.ir.parsing import IRParser
 from lanterna.passes.registry import (
+    Target,
     available_passes,
     available_targets,
     describe_options,
@@ -46,6 +52,8 @@ PROG = "lanterna-opt"
 EXIT_OK = 0
 EXIT_FAILED = 1  # the input does not parse or verify, or a pass failed
 EXIT_USAGE = 2  # the command line names something unknown (argparse uses 2 too)
+
+_OUR_DIALECTS = frozenset(d.name for d in (LN, Cont, AD))
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -86,6 +94,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("-o", "--output", metavar="FILE", help="write the output here, not stdout")
     ap.add_argument(
+        "--show-traceback",
+        action="store_true",
+        help="on an internal error, raise it with its Python traceback (for reporting bugs)",
+    )
+    ap.add_argument(
         "--list-passes",
         action="store_true",
         help="describe every registered pass and each backend's default pipeline, then exit",
@@ -110,24 +123,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     name = "<stdin>" if args.input == "-" else args.input
     try:
-        if args.input == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.input, encoding="utf-8") as f:
-                text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
+        return _run(args, passes, target, name)
+    except Exception as e:
+        # The tool boundary: whatever the input, the user gets a diagnostic, not a
+        # traceback. Expected failures are reported with a location below; what
+        # reaches here is a bug (in a pass, a verifier or a target) or an input
+        # nested beyond Python's recursion limit.
+        if args.show_traceback:
+            raise
+        return _diagnostic(_internal_error(name, e))
+
+
+def _run(args: argparse.Namespace, passes: list[ModulePass], target: Target, name: str) -> int:
+    try:
+        text = _read_input(args.input)
+    except OSError as e:
         return _error(f"cannot read '{name}': {e}", EXIT_FAILED)
+    except UnicodeDecodeError as e:
+        return _diagnostic(_format_decode_error(name, e))
 
     ctx = make_context()
-    parser = _LocatingParser(ctx, text, name)
     try:
+        parser = IRParser(ctx, text, name)
         # xDSL rejects an input without ops; mlir-opt reads it as an empty module.
-        module = parser.parse_module() if _has_code(text) else ModuleOp([])
+        module = ModuleOp([]) if parser.at_end() else parser.parse_module()
     except ParseError as e:
         return _diagnostic(_format_parse_error(e))
 
     try:
-        module.verify()
+        _verify_input(module)
     except VerifyException as e:
         return _diagnostic(_format_verify_error(module, parser, e, name))
 
@@ -157,6 +181,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     return EXIT_OK
 
 
+def _verify_input(module: ModuleOp) -> None:
+    """`module.verify()`, except that an op's own invariants are checked before the
+    verifiers of the ops nested in it read them."""
+    try:
+        module.verify()
+    except VerifyException:
+        raise
+    except Exception:
+        # xDSL verifies nested ops before their parent, so the verifier of a child
+        # can trip over a malformed parent (func.return reads the function_type of
+        # a func.func that lacks it: KeyError). Parents first, the parent's own
+        # verifier reports what is missing; if none does, the crash is a bug.
+        for op in module.walk():
+            _verify_op(op)
+        raise
+
+
+def _verify_op(op: Operation) -> None:
+    """`op`'s own invariants. An xDSL verifier that fails with something other than
+    VerifyException (scf.while raises a bare Exception for mismatched block
+    arguments, and indexes past them) is reported as the op not verifying; one of
+    lanterna's dialects doing so is a bug, left to surface as an internal error."""
+    try:
+        op.verify(verify_nested_ops=False)
+    except VerifyException:
+        raise
+    except Exception as e:
+        if op.dialect_name() in _OUR_DIALECTS:
+            raise
+        if type(e) is Exception:
+            message = f"'{op.name}' op does not verify: {e}"
+        else:
+            message = (
+                f"'{op.name}' op does not verify (its verifier raised {type(e).__name__}: {e})"
+            )
+        raise VerifyException(message) from e
+
+
+def _read_input(path: str) -> str:
+    """The input's text, decoded as strict UTF-8 (a bad byte raises UnicodeDecodeError
+    with its offset, for a located diagnostic)."""
+    if path != "-":
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8")
+    stdin = getattr(sys.stdin, "buffer", None)  # absent when stdin is replaced by a StringIO
+    return stdin.read().decode("utf-8") if stdin is not None else sys.stdin.read()
+
+
 def list_passes() -> str:
     """The text of `--list-passes`."""
     passes = available_passes()
@@ -177,35 +249,6 @@ def list_passes() -> str:
 # --- diagnostics ---------------------------------------------------------------------------
 
 
-class _LocatingParser(Parser):
-    """A parser that remembers where each op's text starts, so a verifier failure
-    after parsing can point at the op's line and column. An attribute that fails
-    its own verification while being parsed becomes a ParseError at its op."""
-
-    def __init__(self, ctx: Context, text: str, name: str):
-        super().__init__(ctx, text, name)
-        self.op_spans: dict[Operation, Span[str]] = {}
-
-    def parse_operation(self) -> Operation:
-        start = self.pos
-        try:
-            op = super().parse_operation()
-        except VerifyException as e:
-            raise ParseError(self._first_line(start), str(e)) from e
-        self.op_spans[op] = self._first_line(start)
-        return op
-
-    def _first_line(self, start: int) -> Span[str]:
-        # Underline up to here, on the op's first line only: a region op spans many.
-        src = self.lexer.input
-        end = min(self.pos, src.get_end_of_line(start))
-        return Span(start, max(end, start + 1), src)
-
-
-def _has_code(text: str) -> bool:
-    return any(line.strip() and not line.strip().startswith("//") for line in text.splitlines())
-
-
 def _format_at(span: Span[str], message: str) -> str:
     """`file:line:col: error: message`, then the source line with carets under the span."""
     # print_with_context's first line is the bare location; the rest is the excerpt.
@@ -217,9 +260,32 @@ def _format_parse_error(e: ParseError) -> str:
     return _format_at(e.span, e.msg)  # type: ignore[arg-type]
 
 
-def _format_verify_error(
-    module: ModuleOp, parser: _LocatingParser, e: VerifyException, name: str
-) -> str:
+def _format_decode_error(name: str, e: UnicodeDecodeError) -> str:
+    data = bytes(e.object)
+    line_start = data.rfind(b"\n", 0, e.start) + 1
+    line = data.count(b"\n", 0, e.start) + 1
+    # The bytes before the bad one on its line decode, so the column counts characters.
+    col = len(data[line_start : e.start].decode("utf-8")) + 1
+    return f"{name}:{line}:{col}: error: invalid UTF-8 (byte 0x{data[e.start]:02x})"
+
+
+def _internal_error(name: str, e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        # Parsing bounds nesting with a located error; this is a pass or target
+        # recursing over IR that parsed, so the start of the file is all we know.
+        return (
+            f"{name}:1:1: error: the IR nests too deeply to process "
+            "(Python's recursion limit was reached)" + _notes(e)
+        )
+    return (
+        f"{name}: error: internal error: {type(e).__name__}: {e}"
+        + _notes(e)
+        + f"\n{PROG}: note: this is a bug in lanterna: rerun with --show-traceback "
+        "for the traceback, and please report it with the input"
+    )
+
+
+def _format_verify_error(module: ModuleOp, parser: IRParser, e: VerifyException, name: str) -> str:
     op = _failing_op(module, str(e))
     span = parser.op_spans.get(op) if op is not None else None
     message = str(e)
@@ -233,9 +299,11 @@ def _format_verify_error(
 def _failing_op(module: ModuleOp, message: str) -> Operation | None:
     """The op whose own verifier raises `message` (else the first that fails)."""
     first: Operation | None = None
-    for op in module.walk(region_first=True):
+    # Parents first, as `_verify_input` found the error: a child's verifier may
+    # trip over its malformed parent.
+    for op in module.walk():
         try:
-            op.verify(verify_nested_ops=False)
+            _verify_op(op)
         except VerifyException as e:
             if str(e) == message:
                 return op

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,20 @@ class BreakReturn(ModulePass):
         for ret in [o for o in op.walk() if isinstance(o, func.ReturnOp)]:
             ret.detach()
             ret.erase()
+
+
+@register_pass
+@dataclass(frozen=True)
+class Crash(ModulePass):
+    """Fails the way a buggy pass does: with an unexpected Python exception."""
+
+    name = "test-crash"
+    kind: str = "runtime"
+
+    def apply(self, ctx: Context, op: ModuleOp) -> None:
+        if self.kind == "recursion":
+            raise RecursionError("maximum recursion depth exceeded")
+        raise RuntimeError("boom")
 
 
 def opt(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
@@ -233,6 +248,152 @@ def test_missing_input_file(capsys, tmp_path):
     assert rc == 1 and "cannot read" in err and "absent.mlir" in err
 
 
+# --- any input: a located error, never a traceback ----------------------------------------
+
+VALID = b"func.func @f(%a: tensor<3xf32>) {\n  func.return\n}\n"
+
+
+def opt_bytes(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, data: bytes, *argv: str
+) -> tuple[int, str, Path]:
+    """Run on a file holding `data`; returns the status, stderr and the file's path."""
+    path = tmp_path / "in.mlir"
+    path.write_bytes(data)
+    rc, out, err = opt(capsys, path, *argv)
+    assert out == "" or rc == 0
+    assert "Traceback" not in err
+    return rc, err, path
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"#", "Expected suffix identifier after '#'"),
+        (b"\xef\xbb\xbf" + VALID, "unexpected character U+FEFF (byte order mark"),
+        (b"\x00", "unexpected character control character U+0000"),
+        (b'"', "unterminated string literal"),
+        (b"^", "Expected suffix identifier after '^'"),
+        (b"%", "Expected suffix identifier after '%'"),
+        (b"@", "expected a symbol name after '@'"),
+        (b"!", "Expected suffix identifier after '!'"),
+    ],
+)
+def test_a_bad_first_character_is_a_located_error(capsys, tmp_path, data, message):
+    rc, err, path = opt_bytes(capsys, tmp_path, data)
+    assert rc == 1
+    assert err.startswith(f"{path}:1:1: error: {message}")
+
+
+def test_an_unterminated_string_fails_fast(capsys, tmp_path):
+    # 28 characters took xDSL 0.75's lexer ~10 s, doubling with each one more.
+    text = b'func.func @f() attributes {s = "' + b"a" * 28 + b"} {\n  func.return\n}\n"
+    start = time.perf_counter()
+    rc, err, path = opt_bytes(capsys, tmp_path, text, "-p", "cse")
+    assert time.perf_counter() - start < 2.0
+    assert rc == 1 and err.startswith(f"{path}:1:32: error: unterminated string literal")
+
+
+def test_a_value_used_outside_the_region_defining_it(capsys, tmp_path):
+    text = (
+        b"func.func @f(%x: tensor<f64>, %c: i1) -> tensor<f64> {\n"
+        b"  %s = ln.exp %b : tensor<f64>\n"
+        b"  scf.if %c {\n"
+        b"    %b = ln.tanh %x : tensor<f64>\n"
+        b"    scf.yield\n"
+        b"  }\n"
+        b"  func.return %s : tensor<f64>\n"
+        b"}\n"
+    )
+    # xDSL 0.75 accepted this and lanterna-opt printed it back with exit status 0.
+    rc, err, path = opt_bytes(capsys, tmp_path, text, "-p", "cse")
+    assert rc == 1
+    assert err.startswith(
+        f"{path}:2:3: error: value %b is defined inside a region that does not enclose this use"
+    )
+
+
+def test_deeply_nested_regions_are_a_located_error(capsys, tmp_path):
+    region = '"scf.execute_region"() ({\n'
+    text = "func.func @f() {\n" + region * 160 + "scf.yield\n}) : () -> ()\n" * 160 + "}\n"
+    rc, err, path = opt_bytes(capsys, tmp_path, text.encode())
+    assert rc == 1
+    assert err.startswith(f"{path}:51:25: error: regions nest more than 50 deep")
+
+
+def test_invalid_utf8_is_a_located_error(capsys, tmp_path):
+    rc, err, path = opt_bytes(capsys, tmp_path, b"// caf\xc3\xa9\n// \xc3\xa9\xff\n")
+    assert rc == 1 and err.startswith(f"{path}:2:5: error: invalid UTF-8 (byte 0xff)")
+
+
+def test_an_op_missing_a_property_its_children_read(capsys, tmp_path):
+    # xDSL verifies func.return before its func.func, and func.return's verifier
+    # read the missing function_type: KeyError.
+    text = b'"func.func"() <{sym_name = "f"}> ({\n  "func.return"() : () -> ()\n}) : () -> ()\n'
+    rc, err, path = opt_bytes(capsys, tmp_path, text)
+    assert rc == 1
+    assert err.startswith(
+        f"{path}:1:1: error: property 'function_type' expected in operation 'func.func'"
+    )
+
+
+SCF_WHILE = """func.func @f(%x: tensor<3xf32>, %c: i1) -> tensor<3xf32> {{
+  %r = scf.while (%a = %x) : (tensor<3xf32>) -> ({result}) {{
+    scf.condition(%c) %a : tensor<3xf32>
+  }} do {{
+  ^bb0{after}:
+    scf.yield %x : tensor<3xf32>
+  }}
+  func.return %x : tensor<3xf32>
+}}
+"""
+
+
+@pytest.mark.parametrize(
+    "result, after, message",
+    [
+        # xDSL's scf.while verifier raises a bare Exception ...
+        (
+            "tensor<3xi32>",
+            "(%b: tensor<3xf32>)",
+            (
+                "'scf.while' op does not verify: Block arguments with wrong type, "
+                "expected tensor<3xi32>, got tensor<3xf32>"
+            ),
+        ),
+        # ... and indexes past the block arguments it checks.
+        (
+            "tensor<3xf32>",
+            "",
+            (
+                "'scf.while' op does not verify (its verifier raised IndexError: "
+                "tuple index out of range)"
+            ),
+        ),
+    ],
+)
+def test_an_xdsl_verifier_that_crashes_is_a_located_error(capsys, tmp_path, result, after, message):
+    text = SCF_WHILE.format(result=result, after=after).encode()
+    rc, err, path = opt_bytes(capsys, tmp_path, text)
+    assert rc == 1
+    assert err.startswith(f"{path}:2:3: error: {message}")
+
+
+def test_a_crashing_pass_is_a_diagnostic_not_a_traceback(capsys, tmp_path):
+    rc, err, path = opt_bytes(capsys, tmp_path, VALID, "-p", "cse,test-crash")
+    assert rc == 1
+    assert err.startswith(f"{path}: error: internal error: RuntimeError: boom")
+    assert "while running pass 'test-crash'" in err
+    assert "--show-traceback" in err
+    with pytest.raises(RuntimeError, match="boom"):
+        main([str(path), "-p", "test-crash", "--show-traceback"])
+
+
+def test_recursion_in_a_pass_points_at_the_file(capsys, tmp_path):
+    rc, err, path = opt_bytes(capsys, tmp_path, VALID, "-p", "test-crash{kind=recursion}")
+    assert rc == 1
+    assert err.startswith(f"{path}:1:1: error: the IR nests too deeply to process")
+
+
 # --- listings ------------------------------------------------------------------------------
 
 
@@ -281,6 +442,14 @@ def test_console_script(tmp_path):
     bad = subprocess.run([console_script(), MALFORMED], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert bad.stderr.startswith(f"{MALFORMED}:4:19: error:")
+    assert "Traceback" not in bad.stderr
+
+    # An error in the first token used to escape as a traceback.
+    bom = tmp_path / "bom.mlir"
+    bom.write_bytes(b"\xef\xbb\xbf" + CSE_DCE.read_bytes())
+    bad = subprocess.run([console_script(), bom], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert bad.stderr.startswith(f"{bom}:1:1: error: unexpected character U+FEFF")
     assert "Traceback" not in bad.stderr
 
 
