@@ -1,12 +1,12 @@
 """Differential test: random `ln` programs give the same numbers every way they run.
 
-hypothesis draws well-typed programs over the public API (programs.py: elementwise
+hypothesis draws well-typed programs over the public API (generator.py: elementwise
 ops with broadcasting, reductions, matmul, reshapes and slices, gathers, where,
 softmax and losses, scatter_add, casts; `ln.cond`, `ln.fori_loop`,
 `ln.while_loop`, Python `if`/`while`/`for` on staged values, `@ln.function`
 helpers) and runs each eagerly, under `ln.jit` on the interpreter and on the cpu
 backend, against numpy; gradients against each other and against finite
-differences in float64. A failure is shrunk to a short program and printed as a
+differences in float64 (harness.py). A failure is shrunk to a short program and printed as a
 `Program(...)` to paste into test_regressions.py.
 
 CI runs a fixed set of examples (derandomized, so every run checks the same
@@ -20,30 +20,15 @@ A longer run draws new programs each time:
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
+import differential_generator as generator
+import differential_harness as harness
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-
-def _load_programs():
-    # Tests are not a package (pytest imports them by path), so the generator is too.
-    path = Path(__file__).with_name("programs.py")
-    spec = importlib.util.spec_from_file_location("differential_programs", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look up their defining module
-    spec.loader.exec_module(module)
-    return module
-
-
-programs = sys.modules.get("differential_programs") or _load_programs()
-
 CI_EXAMPLES = 50
-EXAMPLES = int(os.environ.get("LANTERNA_DIFFERENTIAL_EXAMPLES", "0") or CI_EXAMPLES)
+EXAMPLES = int(os.environ.get("LANTERNA_DIFFERENTIAL_EXAMPLES") or CI_EXAMPLES)
 LONG_RUN = "LANTERNA_DIFFERENTIAL_EXAMPLES" in os.environ
 
 
@@ -55,19 +40,19 @@ LONG_RUN = "LANTERNA_DIFFERENTIAL_EXAMPLES" in os.environ
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(program=programs.programs(), seed=st.integers(0, 2**32 - 1))
+@given(program=generator.programs(), seed=st.integers(0, 2**32 - 1))
 def test_random_programs_agree_everywhere(program, seed):
-    programs.check_program(program, seed)
+    harness.check_program(program, seed)
 
 
 def test_the_check_catches_a_wrong_gradient(monkeypatch):
     """The harness itself: a program whose lanterna gradient is made wrong (the
     weights of the loss are doubled on the lanterna side only) is reported."""
-    program = programs.Program(
+    program = generator.Program(
         source="def program(x0):\n    v1 = X.tanh(x0) * x0\n    return v1\n",
-        inputs=(programs.Spec("x0", (3,), "float64"),),
+        inputs=(generator.Spec("x0", (3,), "float64"),),
     )
-    real = programs.loss_fn
+    real = harness.loss_fn
 
     def doubled(program, namespace):
         loss = real(program, namespace)
@@ -75,11 +60,11 @@ def test_the_check_catches_a_wrong_gradient(monkeypatch):
             return loss
         return lambda *args: loss(*args) * 2.0
 
-    monkeypatch.setattr(programs, "loss_fn", doubled)
-    monkeypatch.setattr(programs, "_JITTED", {})
+    monkeypatch.setattr(harness, "loss_fn", doubled)
+    monkeypatch.setattr(harness, "_JITTED", {})
     try:
-        programs.check_program(program, seed=0)
-    except programs.Mismatch as e:
+        harness.check_program(program, seed=0)
+    except harness.Mismatch as e:
         assert "finite differences" in str(e)
     else:
         raise AssertionError("a wrong gradient was not reported")
@@ -88,22 +73,22 @@ def test_the_check_catches_a_wrong_gradient(monkeypatch):
 def test_the_check_catches_a_wrong_value(monkeypatch):
     """The harness itself: when numpy's meaning of `X.tanh` is off by 1e-3 relative,
     the lanterna results are reported as different."""
-    program = programs.Program(
+    program = generator.Program(
         source="def program(x0):\n    return X.tanh(x0) + 1.0\n",
-        inputs=(programs.Spec("x0", (2, 2), "float32"),),
+        inputs=(generator.Spec("x0", (2, 2), "float32"),),
     )
-    real = programs.reference
+    real = harness.reference
 
     def skewed(force64=False):
         ns = real(force64)
         ns.tanh = lambda x: real(force64).tanh(x) * 1.001
         return ns
 
-    monkeypatch.setattr(programs, "reference", skewed)
-    monkeypatch.setattr(programs, "_FUNCTIONS", {})
+    monkeypatch.setattr(harness, "reference", skewed)
+    monkeypatch.setattr(harness, "_FUNCTIONS", {})
     try:
-        programs.check_program(program, seed=3)
-    except programs.Mismatch as e:
+        harness.check_program(program, seed=3)
+    except harness.Mismatch as e:
         assert "eager ln, output 0" in str(e)
     else:
         raise AssertionError("a wrong value was not reported")
