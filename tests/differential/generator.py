@@ -64,6 +64,11 @@ class Spec:
     high: int | None = None
     low: int = 0
 
+    def __repr__(self) -> str:
+        extra = "" if self.high is None else f", high={self.high}"
+        extra += f", low={self.low}" if self.low else ""
+        return f"Spec({self.name!r}, {self.shape!r}, {self.dtype!r}{extra})"
+
 
 @dataclass(frozen=True)
 class Program:
@@ -331,6 +336,8 @@ class Builder:
             ("X.power({}, 3)", b**3),
             ("X.power(X.abs({}) + 0.5, 0.5)", math.sqrt(b + 0.5)),
             ("X.power(X.abs({}) + 0.5, -1.5)", 0.5**-1.5),
+            ("X.exp(X.tanh({}))", math.e),
+            ("X.exp(-X.abs({}))", 1.0),
         ]
         if b <= EXP_BOUND:
             forms.append(("X.exp({})", math.exp(b)))
@@ -823,6 +830,8 @@ class Builder:
                 prefix.append(f"{acc.name}_i = {acc.name} + {table}[{i.name}]")
                 start = Val(f"{acc.name}_i", a.shape, a.dtype, a.bound + rows.bound)
         self.body_function(body, [i, acc], start, acc, prefix)
+        if self.integer(0, 3) == 0:
+            body = f"X.checkpoint({body})"  # the body recomputed in the backward pass
         text = f"X.fori_loop(0, {n}, {body}, {a.name})"
         return self.emit(text, a.shape, a.dtype, max(a.bound, 1.0))
 
@@ -885,9 +894,11 @@ class Builder:
             if b is not None:
                 args.append(b)
         name = self.shared.fresh("helper")
-        staged = self.flag()
+        # `@ln.function`: its own func.func (control flow converted); `@ln.checkpoint`:
+        # recomputed in the backward pass; plain: inlined.
+        decorator = self.choice(["@X.function", "@X.checkpoint", ""])
         params = [Val(f"p{j}", v.shape, v.dtype, v.bound) for j, v in enumerate(args)]
-        allow_flow = staged or HELPER_CONTROL_FLOW
+        allow_flow = decorator == "@X.function" or (not decorator and HELPER_CONTROL_FLOW)
         sub = Builder(self.shared, params, 1, False, self.depth + 1, True, allow_flow)
         out = None
         for _ in range(self.integer(1, 3)):
@@ -895,7 +906,7 @@ class Builder:
         assert out is not None
         sub.line(f"return {out.name}")
         head = [
-            *(["@X.function"] if staged else []),
+            *([decorator] if decorator else []),
             f"def {name}({', '.join(p.name for p in params)}):",
         ]
         self.shared.helpers.append(head + sub.lines)
