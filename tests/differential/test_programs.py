@@ -1,13 +1,14 @@
 """Differential test: random `ln` programs give the same numbers every way they run.
 
-hypothesis draws well-typed programs over the public API (generator.py: elementwise
-ops with broadcasting, reductions, matmul, reshapes and slices, gathers, where,
-softmax and losses, scatter_add, casts; `ln.cond`, `ln.fori_loop`,
-`ln.while_loop`, Python `if`/`while`/`for` on staged values, `@ln.function`
-helpers) and runs each eagerly, under `ln.jit` on the interpreter and on the cpu
-backend, against numpy; gradients against each other and against finite
-differences in float64 (harness.py). A failure is shrunk to a short program and printed as a
-`Program(...)` to paste into test_regressions.py.
+hypothesis draws well-typed programs over the public API (generator.py:
+elementwise ops with broadcasting, reductions, matmul, reshapes and slices,
+gathers, where, softmax and losses, scatter_add, casts; `ln.cond`,
+`ln.fori_loop`, `ln.while_loop`, Python `if`/`while`/`for` on staged values,
+`@ln.function` and `@ln.checkpoint` helpers) and runs each eagerly, under `ln.jit`
+on the interpreter and on the cpu backend, against numpy; gradients against each
+other and against finite differences in float64 (harness.py). A failure is
+shrunk to a short program and printed as a `Program(...)`: keep it as a plain
+test calling `harness.check_program(Program(...), seed)`.
 
 CI runs a fixed set of examples (derandomized, so every run checks the same
 programs, and their modules come from the compile cache after the first run).
