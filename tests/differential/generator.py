@@ -28,16 +28,6 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-# --- switches for known bugs (issue 12) ------------------------------------------------------
-
-# Item 1: ln.dot of operands of rank > 2 computes matmul. Until fixed, dot only sees rank <= 2.
-DOT_ND = False
-# Item 7: a staged negative gather index raises instead of wrapping. Until fixed, indices >= 0.
-NEGATIVE_INDICES = False
-# Item 8: ln.take without `axis` gathers rows instead of flattening. Until fixed, always an axis.
-TAKE_WITHOUT_AXIS = False
-# Item 18: Python `if` on a staged value in an undecorated helper is not converted.
-HELPER_CONTROL_FLOW = False
 
 # --- sizes -----------------------------------------------------------------------------------
 
@@ -230,8 +220,8 @@ class Builder:
         self, shape: tuple[int, ...], high: int, literal_ok: bool = True, wrap: bool = False
     ) -> str:
         """Integer indices into `high` rows of this shape: a staged input, a numpy
-        constant or a list literal; negative ones too when `wrap` (and NEGATIVE_INDICES)."""
-        lo = -high if wrap and NEGATIVE_INDICES else 0
+        constant or a list literal; negative ones too when `wrap` (numpy's wrap-around)."""
+        lo = -high if wrap else 0
         kinds = ["const"]
         if self.inputs_allowed and len(self.shared.inputs) < MAX_INPUTS:
             kinds.insert(0, "input")
@@ -508,16 +498,16 @@ class Builder:
         b = self.pick(lambda v: v.shape == bshape) if self.flag() else None
         if b is None:
             b = self.operand(bshape, self.choice(FLOATS))
-        shape = np.matmul(np.zeros(a.shape), np.zeros(b.shape)).shape
+        # numpy's dot and matmul differ past rank 2 (dot pairs every batch of a
+        # with every batch of b): each form gets its own result shape.
+        form = self.choice(["X.matmul({a}, {b})", "{a} @ {b}", "X.dot({a}, {b})"])
+        product = np.dot if form.startswith("X.dot") else np.matmul
+        shape = product(np.zeros(a.shape), np.zeros(b.shape)).shape
         if math.prod(shape) > MAX_SIZE:
             return None
         bound = a.bound * b.bound * k
         if bound > BOUND:
             return None
-        forms = ["X.matmul({a}, {b})", "{a} @ {b}"]
-        if DOT_ND or (a.rank <= 2 and b.rank <= 2):
-            forms.append("X.dot({a}, {b})")
-        form = self.choice(forms)
         return self.emit(form.format(a=a.name, b=b.name), shape, _promote(a.dtype, b.dtype), bound)
 
     def op_reshape(self) -> Val | None:
@@ -617,7 +607,7 @@ class Builder:
             forms.append(f"{base}[{idx}]")
         if axis == 1:
             forms.append(f"{base}[:, {idx}]")
-        if TAKE_WITHOUT_AXIS and a.rank == 1:
+        if a.rank == 1:
             forms.append(f"X.take({a.name}, {idx})")
         if a.rank >= 2 and axis == 0 and self.flag():
             # An index array next to an integer: numpy's advanced-indexing rule.
@@ -898,7 +888,7 @@ class Builder:
         # recomputed in the backward pass; plain: inlined.
         decorator = self.choice(["@X.function", "@X.checkpoint", ""])
         params = [Val(f"p{j}", v.shape, v.dtype, v.bound) for j, v in enumerate(args)]
-        allow_flow = decorator == "@X.function" or (not decorator and HELPER_CONTROL_FLOW)
+        allow_flow = decorator == "@X.function" or not decorator
         sub = Builder(self.shared, params, 1, False, self.depth + 1, True, allow_flow)
         out = None
         for _ in range(self.integer(1, 3)):

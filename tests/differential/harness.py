@@ -25,9 +25,6 @@ import numpy as np
 
 import lanterna as ln
 
-# Item 2 of issue 12: ln.grad returns gradients in ascending argument order, not in
-# the order of `argnums`. Until fixed, the gradients are asked for in ascending order.
-GRAD_ARGNUMS_REVERSED = False
 
 # A generated program (generator.Program) and its array specs (generator.Spec).
 Program = Any
@@ -242,7 +239,7 @@ def jitted(program: Program, backend: str) -> Callable[..., Any]:
         n = len(program.inputs)
         argnums = program.float_inputs
         # ln.grad returns the gradients in the order of `argnums`.
-        asked = argnums[::-1] if GRAD_ARGNUMS_REVERSED else argnums
+        asked = argnums[::-1]  # a reversed order: gradients come back in it
         place = [asked.index(a) for a in argnums]
 
         def both(*args: Any) -> Any:
