@@ -875,6 +875,27 @@ inline void softmax(const T* x, T* y, int64_t outer, int64_t n, int64_t inner, b
             T* dst = y + o * n * inner + i;
             T mx = src[0];
             for (int64_t r = 1; r < n; ++r) mx = maximum(mx, src[r * inner]);
+            if (inner == 1) {
+                // A contiguous row: the exponentials in a loop of their own (it
+                // vectorizes; one with the running total in it would not), then
+                // their pairwise sum. y may be x's own buffer: each loop reads an
+                // element before it writes it.
+                if (log) {
+                    static thread_local std::vector<T> scratch;
+                    if (scratch.size() < static_cast<size_t>(n)) scratch.resize(n);
+                    T* e = scratch.data();
+                    for (int64_t r = 0; r < n; ++r) dst[r] = src[r] - mx;
+                    for (int64_t r = 0; r < n; ++r) e[r] = exp(dst[r]);
+                    const T lt = static_cast<T>(std::log(pairwise_sum(e, n)));
+                    for (int64_t r = 0; r < n; ++r) dst[r] -= lt;
+                } else {
+                    for (int64_t r = 0; r < n; ++r) dst[r] = exp(src[r] - mx);
+                    const double total = pairwise_sum(dst, n);
+                    const T t = static_cast<T>(total);
+                    for (int64_t r = 0; r < n; ++r) dst[r] /= t;
+                }
+                continue;
+            }
             double total = 0.0;  // in double, as the reductions (a long row of float32)
             for (int64_t r = 0; r < n; ++r) {
                 T shifted = src[r * inner] - mx;
