@@ -12,7 +12,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
 
 def _block(after_heading: str) -> str:
     section = README.split(after_heading, 1)[1]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
 
 
 def test_quick_example_runs(tmp_path, capsys):
@@ -55,4 +55,4 @@ def test_readme_names_only_registered_backends():
     named.discard("mine")  # the "Adding a backend" example registers its own
     assert named <= set(available_backends())
     if "cuda" not in available_backends():
-        assert not re.search(r"(lowers?|compiles?)[^.]*\bCUDA\b", README, re.I)
+        assert not re.search(r"(lowers?|compiles?)[^.]*\bCUDA\b", README, re.IGNORECASE)

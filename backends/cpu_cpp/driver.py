@@ -176,6 +176,21 @@ def _trim_log(log: str, full_log: Path) -> str:
     return head
 
 
+def _run_compiler(cmd: list[str], log_path: Path, failure: str, source_path: str) -> None:
+    """Run a compile; on failure keep its full log beside the entry and raise a
+    CompileError that says `failure` and shows the head of the log."""
+    result = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if result.returncode == 0:
+        return
+    log = result.stdout + result.stderr
+    cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
+    raise CompileError(
+        f"{failure} ({COMPILER} exited with {result.returncode}); command: {shlex.join(cmd)}",
+        log=_trim_log(log, log_path),
+        source_path=source_path,
+    )
+
+
 def module_key(compiler: str, source: str, head: Sequence[str], tail: Sequence[str]) -> str:
     """The cache key of a module: everything that decides what the compiler makes of it."""
     return cache.make_key(
@@ -220,17 +235,7 @@ def compiled(
             cache.write_atomic(src, source.encode())
             cmd = [compiler, *head, str(src), "-o", str(out), *tail]
             start = time.perf_counter()
-            result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-            if result.returncode != 0:
-                log = result.stdout + result.stderr
-                log_path = out.parent / f"{key}.log"
-                cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
-                raise CompileError(
-                    f"C++ compilation failed ({COMPILER} exited with {result.returncode}); "
-                    f"command: {shlex.join(cmd)}",
-                    log=_trim_log(log, log_path),
-                    source_path=str(src),
-                )
+            _run_compiler(cmd, out.parent / f"{key}.log", "C++ compilation failed", str(src))
             if show:
                 _debug(f"compiled in {time.perf_counter() - start:.2f}s")
 
@@ -413,17 +418,12 @@ def _bridge_entry(*, debug: bool | None = None) -> Iterator[Path]:
     def build(out: Path) -> None:
         cmd = [compiler, *head, str(BRIDGE_SOURCE), "-o", str(out), *tail]
         start = time.perf_counter()
-        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if result.returncode != 0:
-            log = result.stdout + result.stderr
-            log_path = out.parent / f"{key}.log"
-            cache.write_atomic(log_path, (shlex.join(cmd) + "\n\n" + log).encode())
-            raise CompileError(
-                f"building the lanterna bridge failed ({COMPILER} exited with "
-                f"{result.returncode}); command: {shlex.join(cmd)}",
-                log=_trim_log(log, log_path),
-                source_path=str(BRIDGE_SOURCE),
-            )
+        _run_compiler(
+            cmd,
+            out.parent / f"{key}.log",
+            "building the lanterna bridge failed",
+            str(BRIDGE_SOURCE),
+        )
         if show:
             _debug(f"built the bridge in {time.perf_counter() - start:.2f}s")
 

@@ -18,7 +18,7 @@ from xdsl.ir import Attribute
 from xdsl.irdl import irdl_op_definition, operand_def, prop_def
 from xdsl.utils.exceptions import VerifyException
 
-from lanterna.ir.ln.base import LnOp, Props, float_prop, get_float, want_arity, want_given
+from lanterna.ir.ln.base import LnOp, float_prop, get_float, want_arity, want_given
 from lanterna.ir.types import (
     broadcast_shapes,
     elt,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, cast
+from typing import ClassVar, cast
 
 import numpy as np
 from xdsl.dialects.builtin import DenseArrayBase, IntegerAttr, TensorType
@@ -619,7 +619,7 @@ class FromScalarOp(_ScalarBridgeOp):
         want_arity(cls.name, operand_types, 1)
         return tensor((), _expect_scalar(cls.name, "operand", operand_types[0]))
 
-    def evaluate(self, s: np.generic | float | int | bool) -> np.ndarray:
+    def evaluate(self, s: np.generic | float | bool) -> np.ndarray:
         """A 0-d array of the result's dtype."""
         return np.array(s, dtype=to_numpy_dtype(elt(self.result.type)))
 

@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-
 # --- sizes -----------------------------------------------------------------------------------
 
 MAX_DIM = 4

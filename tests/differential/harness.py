@@ -25,7 +25,6 @@ import numpy as np
 
 import lanterna as ln
 
-
 # A generated program (generator.Program) and its array specs (generator.Spec).
 Program = Any
 Spec = Any
