@@ -23,10 +23,14 @@ a cold compile cache, 8 s from a warm one).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+from collections.abc import Iterator
 
 import differential_generator as generator
 import differential_harness as harness
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +39,25 @@ import lanterna as ln
 CI_EXAMPLES = 80
 EXAMPLES = int(os.environ.get("LANTERNA_DIFFERENTIAL_EXAMPLES") or CI_EXAMPLES)
 LONG_RUN = "LANTERNA_DIFFERENTIAL_EXAMPLES" in os.environ
+
+
+# A program that runs longer than this is a failure (a hang is a bug too), so it
+# is shrunk and printed like any other; the slowest seen take a few seconds.
+TIME_LIMIT_S = 120
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    def expire(signum: int, frame: object) -> None:
+        raise AssertionError(f"the program ran for more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @settings(
@@ -47,7 +70,8 @@ LONG_RUN = "LANTERNA_DIFFERENTIAL_EXAMPLES" in os.environ
 )
 @given(program=generator.programs(), seed=st.integers(0, 2**32 - 1))
 def test_random_programs_agree_everywhere(program, seed):
-    harness.check_program(program, seed)
+    with time_limit(TIME_LIMIT_S):
+        harness.check_program(program, seed)
 
 
 def test_the_check_catches_a_wrong_gradient(monkeypatch):
@@ -98,3 +122,10 @@ def test_the_check_catches_a_wrong_value(monkeypatch):
         assert "eager ln, output 0" in str(e)
     else:
         raise AssertionError("a wrong value was not reported")
+
+
+def test_a_program_over_the_time_limit_fails():
+    import time
+
+    with pytest.raises(AssertionError, match="ran for more than 1 s"), time_limit(1):
+        time.sleep(5)
