@@ -86,10 +86,10 @@ class Tensor:
 
         raise staged_bool_error(self._describe())
 
-    def _concrete(self, what: str) -> TraceError:
+    def _concrete(self, what: str, hint: str = "") -> TraceError:
         return user_error(
             f"cannot convert a staged {self._describe()} to a Python {what} while tracing: "
-            "its value is only known when the compiled function runs"
+            f"its value is only known when the compiled function runs{hint}"
         )
 
     def __float__(self) -> float:
@@ -99,7 +99,10 @@ class Tensor:
         raise self._concrete("int")
 
     def __index__(self) -> int:
-        raise self._concrete("int")
+        # Mostly met as `c[i]`: a numpy array indexed by a staged value.
+        raise self._concrete(
+            "int", "; to index a numpy array `c` with it, index an ln array: ln.asarray(c)[i]"
+        )
 
     def __complex__(self) -> complex:
         raise self._concrete("complex")
@@ -109,7 +112,8 @@ class Tensor:
         raise user_error(
             f"cannot convert a staged {self._describe()} to a numpy array while tracing: its "
             "value is only known when the compiled function runs; call the ln function "
-            "instead of numpy's (ln functions stack lists of staged values: ln.mean([x, y]))"
+            "instead of numpy's (ln functions stack lists of staged values: ln.mean([x, y])), "
+            "and index an ln array, not a numpy one, with it: ln.asarray(c)[i]"
         )
 
     def __setitem__(self, key: Any, value: Any) -> None:

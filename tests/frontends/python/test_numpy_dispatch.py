@@ -133,3 +133,14 @@ def test_gradient_through_a_list_of_staged_values():
 def test_stacking_arrays_of_different_shapes_is_an_error():
     with pytest.raises(ln.TraceError, match=r"ln.stack: all arrays must have the same shape, got"):
         ln.jit(lambda t: ln.mean([t, t[0]]))(X)
+
+
+@pytest.mark.parametrize("index", [np.int64(1), np.array([1, 2])])
+def test_a_numpy_array_indexed_by_a_staged_value_says_to_use_an_ln_array(index):
+    table = np.arange(6.0).reshape(3, 2)
+    with pytest.raises(ln.TraceError, match=r"index an ln array.*ln\.asarray\(c\)\[i\]") as info:
+        ln.jit(lambda i: table[i], backend="interp")(index)
+    assert info.value.filename == __file__
+    # As the message says:
+    got = ln.jit(lambda i: ln.asarray(table)[i], backend="interp")(index)
+    np.testing.assert_array_equal(got, table[index])
