@@ -24,7 +24,7 @@ from xdsl.ir import Attribute, Block, Operation, SSAValue
 
 from lanterna.backends.cpu_cpp.emitter import CEmitter, Lowering
 from lanterna.ir import ad, ln
-from lanterna.ir.ln.base import get_float, get_int, get_ints, source_line
+from lanterna.ir.ln.base import error_origin, get_float, get_int, get_ints
 from lanterna.ir.types import is_float
 
 # --- shapes and literals --------------------------------------------------------------------
@@ -121,11 +121,8 @@ def c_string(text: str) -> str:
 
 
 def origin(op: Operation) -> str:
-    """What a runtime error of `op` names: `'ln.gather'`, after the user's
-    `file:line: ` when the op has a location (the interpreter's `index_error`)."""
-    where = source_line(op)
-    text = f"'{op.name}'"
-    return c_string(text if where is None else f"{where}: {text}")
+    """`error_origin(op)` as a C++ literal, for the runtime's error messages."""
+    return c_string(error_origin(op))
 
 
 # --- elementwise ----------------------------------------------------------------------------

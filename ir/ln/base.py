@@ -110,13 +110,17 @@ def source_line(op: Operation) -> str | None:
     return None
 
 
-def index_error(op: Operation, message: str) -> LanternaIndexError:
-    """The error of an index out of range met by `op` while it runs:
-    `file:line: 'ln.gather': message`, without the line when `op` has none. The
-    cpu backend's runtime builds the same text (see `runtime/lanterna_cpu.h`)."""
+def error_origin(op: Operation) -> str:
+    """What a run-time error of `op` starts with: `file:line: 'ln.gather'`, without
+    the line when `op` has none. Every backend names the op this way."""
     where = source_line(op)
-    text = f"'{op.name}': {message}"
-    return LanternaIndexError(text if where is None else f"{where}: {text}")
+    return f"'{op.name}'" if where is None else f"{where}: '{op.name}'"
+
+
+def index_error(op: Operation, message: str) -> LanternaIndexError:
+    """The error of an index out of range met by `op` while it runs (the cpu
+    backend's runtime builds the same text, see `runtime/lanterna_cpu.h`)."""
+    return LanternaIndexError(f"{error_origin(op)}: {message}")
 
 
 def normalize_axis(op_name: str, axis: int, rank: int) -> int:
