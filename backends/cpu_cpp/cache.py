@@ -647,7 +647,7 @@ class CacheInfo:
     entries: int  # built files with a sidecar (modules and bridges)
     total_bytes: int  # everything under the cache's version folders
     by_namespace: dict[str, int]
-    limit_bytes: int | None = DEFAULT_MAX_BYTES  # the size cap (None: unlimited)
+    limit_bytes: int | None  # the size cap (None: unlimited)
 
 
 def _version_dirs(root: Path) -> Iterable[Path]:

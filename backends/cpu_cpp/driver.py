@@ -224,9 +224,8 @@ def compiled(
         head = [*base, *pch, *flags]
         tail = list(extra_link)
         key = module_key(compiler, source, head, tail)
-        src_path = cache.namespace_dir(NAMESPACE) / f"{key}.cpp"
         if show:
-            _debug(f"generated source {src_path}")
+            _debug(f"generated source {cache.namespace_dir(NAMESPACE) / f'{key}.cpp'}")
 
         def build(out: Path) -> None:
             # Always the source generated here, never a file found on disk: a `<key>.cpp`
@@ -327,11 +326,9 @@ def _precompiled(compiler: str, head: Sequence[str]) -> Iterator[list[str]]:
         # The stub is written on every build, never taken as found (see `compiled`).
         cache.write_atomic(out.parent / stub.name, PCH_STUB)
         cmd = [compiler, *head, "-x", "c++-header", str(stub), "-o", str(out)]
-        result = subprocess.run(cmd, check=False, capture_output=True, text=True)
-        if result.returncode != 0:
-            log = shlex.join(cmd) + "\n\n" + result.stdout + result.stderr
-            cache.write_atomic(out.parent / f"{key}.log", log.encode())
-            raise CompileError(f"precompiling the runtime header failed: {shlex.join(cmd)}")
+        _run_compiler(
+            cmd, out.parent / f"{key}.log", "precompiling the runtime header failed", str(stub)
+        )
 
     stack = contextlib.ExitStack()
     try:
