@@ -319,7 +319,7 @@ class Jitted:
 
     def _get(self, call: _Call) -> Traced:
         """The cache entry for `call`, traced by the first thread that needs it."""
-        key, me = call.key, threading.get_ident()
+        key = call.key
         while True:
             with self._lock:
                 traced = self._cache.get(key)
@@ -328,9 +328,9 @@ class Jitted:
                     return traced
                 pending = self._pending.get(key)
                 if pending is None:
-                    pending = self._pending[key] = _Pending(me)
+                    pending = self._pending[key] = _Pending(threading.get_ident())
                     break
-            if pending.thread == me:
+            if pending.thread == threading.get_ident():
                 # Asked again while this thread traces it (`lower` from inside the
                 # trace): waiting would wait for ourselves.
                 return self._trace(call)

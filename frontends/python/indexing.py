@@ -52,7 +52,7 @@ def _array_like(item: Any) -> Any:
     """A list holding staged values as their stack (numpy's array-like); else `item`."""
     from lanterna.frontends.python import ops  # which imports this module
 
-    return ops.asarray(item) if ops.is_staged_sequence(item) else item
+    return ops.array_like(item)
 
 
 def _as_int(item: Any) -> int | None:

@@ -8,6 +8,8 @@ user's own file and line, e.g. `model.py:12: ln.add: operand shapes (2, 3) and
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import re
 import sys
@@ -41,6 +43,9 @@ _LIBRARY_PREFIXES = tuple(
 )
 
 
+# Asked for every frame of the stack on each lookup (and each index-checking op
+# records its line while tracing): the answer per file name is kept.
+@functools.lru_cache(maxsize=4096)
 def _is_internal(filename: str) -> bool:
     path = os.path.realpath(filename)
     return (
@@ -64,11 +69,9 @@ def user_location() -> LocationAttr:
     frame = user_frame()
     if frame is None:
         return UnknownLoc()
-    column = 0
-    positions = list(frame.f_code.co_positions())
     at = frame.f_lasti // 2  # code units are two bytes
-    if 0 <= at < len(positions) and positions[at][2] is not None:
-        column = positions[at][2] + 1  # 1-based, as MLIR's
+    position = next(itertools.islice(frame.f_code.co_positions(), at, None), None)
+    column = 0 if position is None or position[2] is None else position[2] + 1  # 1-based
     return FileLineColLoc(
         StringAttr(frame.f_code.co_filename), IntAttr(frame.f_lineno), IntAttr(column)
     )

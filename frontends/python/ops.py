@@ -66,15 +66,20 @@ def is_staged_sequence(x: Any) -> bool:
     )
 
 
+def array_like(x: Any) -> Any:
+    """A list of staged values as numpy's array-like of them, their `stack` (so
+    `ln.mean([x, x + 2])` works as `np.mean` does on arrays); else `x` itself."""
+    return stack(x) if is_staged_sequence(x) else x
+
+
 def lift(x: Any, dtype: Any = None) -> Value:
-    """`tracing.lift`, where a list of staged values is numpy's array-like of them:
-    their `stack` (so `ln.mean([x, x + 2])` works as `np.mean` does on arrays)."""
-    return _lift(stack(x) if is_staged_sequence(x) else x, dtype)
+    """`tracing.lift`, with lists of staged values stacked (`array_like`)."""
+    return _lift(array_like(x), dtype)
 
 
 def promote(*xs: Any) -> list[Value]:
-    """`tracing.promote`, with lists of staged values stacked as in `lift`."""
-    return _promote(*(stack(x) if is_staged_sequence(x) else x for x in xs))
+    """`tracing.promote`, with lists of staged values stacked (`array_like`)."""
+    return _promote(*(array_like(x) for x in xs))
 
 
 def _as_float(x: Any) -> Value:
@@ -116,12 +121,12 @@ def full(shape: Shape, fill_value: float, dtype: Any = float32) -> Value:
 
 
 def zeros_like(x: Any) -> Value:
-    v = stack(x) if is_staged_sequence(x) else x
+    v = array_like(x)
     return zeros(_shape_of(v), dtype_of(v))
 
 
 def ones_like(x: Any) -> Value:
-    v = stack(x) if is_staged_sequence(x) else x
+    v = array_like(x)
     return ones(_shape_of(v), dtype_of(v))
 
 
