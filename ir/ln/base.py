@@ -15,7 +15,11 @@ An op class states, next to its IRDL fields:
   `VerifyException` naming the op and the bad operand;
 * `evaluate(*arrays)` -- its reference semantics in numpy (the interpreter
   calls it);
-* later issues add its adjoint and tangent rules and backend lowerings here.
+* `adjoint(ab)` -- its reverse-mode rule (see `lanterna.ir.ln.adjoint`).
+
+Lowerings live with the backends, in op tables keyed by the op class (the element
+expression of an elementwise op in `backends/c_like`, kernels in each backend's
+own table); a test walks every op and fails when a backend has no lowering.
 """
 
 from __future__ import annotations
