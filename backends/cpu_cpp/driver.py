@@ -57,6 +57,8 @@ BASE_FLAGS = (
     "-shared",
 )
 RUNTIME_DIR = Path(__file__).resolve().parent / "runtime"
+# The portable scalar header `lanterna_cpu.h` includes (by a path relative to itself).
+SCALAR_RUNTIME_DIR = Path(__file__).resolve().parents[1] / "c_like" / "runtime"
 NAMESPACE = "cpu"
 
 # A compiler log longer than this is cut in the exception (the full log is saved).
@@ -127,11 +129,12 @@ def _cpu_identity(compiler: str) -> str:
 def _runtime_digest() -> str:
     """sha256 over the runtime headers: generated sources include them by name only."""
     h = hashlib.sha256()
-    if RUNTIME_DIR.is_dir():
-        for header in sorted(RUNTIME_DIR.rglob("*")):
-            if header.is_file():
-                h.update(str(header.relative_to(RUNTIME_DIR)).encode() + b"\0")
-                h.update(header.read_bytes())
+    for root in (RUNTIME_DIR, SCALAR_RUNTIME_DIR):
+        if root.is_dir():
+            for header in sorted(root.rglob("*")):
+                if header.is_file():
+                    h.update(f"{root.parent.name}/{header.relative_to(root)}".encode() + b"\0")
+                    h.update(header.read_bytes())
     return h.hexdigest()
 
 

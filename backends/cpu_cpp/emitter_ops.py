@@ -1,10 +1,8 @@
 """The cpu backend's op table: how each `ln`, `ad` and `arith` op becomes C++.
 
-Elementwise ops are a table from op to an expression template over the
-operands' elements (`{0}`, `{1}`, ...), rendered as one loop over the result
-with broadcasting resolved into static index arithmetic. Larger ops call
-templated kernels of `runtime/lanterna_cpu.h` with static sizes. The CUDA
-emitter reuses these tables and overrides the entries it lowers differently.
+Elementwise ops (and `ln.fused`) are the C-like core's (`c_like/elementwise.py`):
+one loop nest over the result. Larger ops call templated kernels of
+`runtime/lanterna_cpu.h` with static sizes; `CPU_OPS` is the whole table.
 """
 
 from __future__ import annotations
@@ -18,69 +16,31 @@ from xdsl.dialects.builtin import (
     FloatAttr,
     IntegerAttr,
     StringAttr,
-    TensorType,
 )
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 
-from lanterna.backends.cpu_cpp.emitter import CEmitter, Lowering
+from lanterna.backends.c_like.elementwise import (
+    ELEMENT_OPS,
+    element,
+    fill_literal,
+    literal,
+    numel,
+    shape,
+    strides,
+)
+from lanterna.backends.c_like.emitter import c_string
+
+# The lowerings below take the cpu emitter (annotated `CEmitter`, its name before the
+# C-like core moved out).
+from lanterna.backends.cpu_cpp.emitter import IVDEP, Lowering
+from lanterna.backends.cpu_cpp.emitter import CpuEmitter as CEmitter
 from lanterna.ir import ad, ln
 from lanterna.ir.ln.base import error_origin, get_float, get_int, get_ints
 from lanterna.ir.types import is_float
 
-# --- shapes and literals --------------------------------------------------------------------
+__all__ = ["CPU_OPS", "element", "fill_literal", "literal", "numel", "shape", "strides"]
 
-
-def shape(v: SSAValue | Attribute) -> tuple[int, ...]:
-    t = v.type if isinstance(v, SSAValue) else v
-    if isinstance(t, ad.CellType):
-        t = t.elem
-    assert isinstance(t, TensorType)
-    return tuple(t.get_shape())
-
-
-def numel(v: SSAValue | Attribute) -> int:
-    return math.prod(shape(v))
-
-
-def element(v: SSAValue) -> Attribute:
-    t = v.type
-    if isinstance(t, ad.CellType):
-        t = t.elem
-    assert isinstance(t, TensorType)
-    return t.element_type
-
-
-def strides(dims: Sequence[int]) -> list[int]:
-    out, acc = [], 1
-    for d in reversed(dims):
-        out.append(acc)
-        acc *= d
-    return out[::-1]
-
-
-def literal(em: CEmitter, value: float | bool, t: Attribute) -> str:
-    """A C++ literal of scalar type `t` holding exactly `value`."""
-    c = em.scalar_type(t)
-    if c == "bool":
-        return "true" if value else "false"
-    if c in ("float", "double"):
-        v = float(value)
-        if math.isnan(v):
-            return f"std::numeric_limits<{c}>::quiet_NaN()"
-        if math.isinf(v):
-            return ("-" if v < 0 else "") + f"std::numeric_limits<{c}>::infinity()"
-        if c == "float":
-            import numpy as np
-
-            text = str(np.float32(v))
-            return text + ("f" if any(ch in text for ch in ".e") else ".0f")
-        text = repr(v)
-        return text if any(ch in text for ch in ".e") else text + ".0"
-    v = int(value)
-    bits = 32 if c == "int32_t" else 64
-    if v == -(1 << (bits - 1)):
-        return f"({v + 1} - 1)"
-    return f"{v}" if bits == 32 else f"INT64_C({v})"
+# --- buffers --------------------------------------------------------------------------------
 
 
 def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
@@ -109,120 +69,12 @@ def arr(values: Sequence[int]) -> str:
     return "{" + ", ".join(str(v) for v in values) + "}"
 
 
-def c_string(text: str) -> str:
-    """`text` as a C++ string literal: printable ASCII as it is, every other byte
-    of its UTF-8 (quotes, backslashes, newlines of a file name) as an octal escape,
-    which, unlike `\\x`, cannot run into the characters after it."""
-    chars = []
-    for byte in text.encode():
-        ch = chr(byte)
-        chars.append(ch if 32 <= byte < 127 and ch not in '"\\?' else f"\\{byte:03o}")
-    return '"' + "".join(chars) + '"'
-
-
 def origin(op: Operation) -> str:
     """`error_origin(op)` as a C++ literal, for the runtime's error messages."""
     return c_string(error_origin(op))
 
 
-# --- elementwise ----------------------------------------------------------------------------
-
-# Before the innermost loop of each elementwise loop nest. A buffer is never part of
-# another (a value either is another's whole buffer, as a reshape or a cell is, or
-# shares nothing with it), so element i of a result depends on element i of its
-# operands only: no dependency between iterations. Saying so spares the compiler
-# the runtime overlap checks and the scalar copy of each loop it would otherwise
-# emit, which is about a tenth of the generated code.
-IVDEP = "#pragma GCC ivdep"
-
-
-def elementwise(em: CEmitter, op: Operation, template: str, operands: Sequence[SSAValue]) -> None:
-    """One loop over the result; operands broadcast numpy-style."""
-    out = shape(op.results[0])
-    y, _, n = result(em, op)
-    if all(shape(o) == out or numel(o) == 1 for o in operands):
-        args = [f"{em.ref(o)}[{'i_' if shape(o) == out and n != 1 else '0'}]" for o in operands]
-        em.line(IVDEP)
-        em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {template.format(*args)};")
-        return
-    rank = len(out)
-    loops = [f"i{d}_" for d in range(rank)]
-
-    def index(dims: Sequence[int]) -> str:
-        aligned = (1,) * (rank - len(dims)) + tuple(dims)
-        terms = []
-        for d, (extent, stride) in enumerate(zip(aligned, strides(aligned), strict=True)):
-            if extent != 1:
-                terms.append(loops[d] if stride == 1 else f"{loops[d]} * {stride}")
-        return " + ".join(terms) or "0"
-
-    for d, extent in enumerate(out):
-        if d == rank - 1:
-            em.line(IVDEP)
-        em.line(f"for (int64_t {loops[d]} = 0; {loops[d]} < {extent}; ++{loops[d]})")
-        em.depth += 1
-    args = [f"{em.ref(o)}[{index(shape(o))}]" for o in operands]
-    em.line(f"{y}[{index(out)}] = {template.format(*args)};")
-    em.depth -= rank
-
-
-def same(template: str) -> tuple[str, str]:
-    return (template, template)
-
-
-# Expression templates per op: (float template, integer template).
-BINARY: dict[type[Operation], tuple[str, str]] = {
-    ln.AddOp: ("{0} + {1}", "lanterna::wrap_add({0}, {1})"),
-    ln.SubOp: ("{0} - {1}", "lanterna::wrap_sub({0}, {1})"),
-    ln.MulOp: ("{0} * {1}", "lanterna::wrap_mul({0}, {1})"),
-    ln.DivOp: ("{0} / {1}", "{0} / {1}"),
-    ln.PowerOp: same("std::pow({0}, {1})"),  # floats only
-    ln.MaximumOp: same("lanterna::maximum({0}, {1})"),
-    ln.MinimumOp: same("lanterna::minimum({0}, {1})"),
-    ln.LtOp: same("{0} < {1}"),
-    ln.LeOp: same("{0} <= {1}"),
-    ln.GtOp: same("{0} > {1}"),
-    ln.GeOp: same("{0} >= {1}"),
-    ln.EqOp: same("{0} == {1}"),
-    ln.NeOp: same("{0} != {1}"),
-}
-
-UNARY: dict[type[Operation], tuple[str, str]] = {
-    ln.NegOp: ("-{0}", "lanterna::wrap_neg({0})"),
-    ln.AbsOp: same("lanterna::abs_of({0})"),
-    ln.ExpOp: same("lanterna::exp({0})"),
-    ln.LogOp: same("std::log({0})"),
-    ln.TanhOp: same("lanterna::tanh({0})"),
-    ln.SqrtOp: same("std::sqrt({0})"),
-    ln.SigmoidOp: same("lanterna::sigmoid({0})"),
-    ln.ReluOp: same("lanterna::relu({0})"),
-}
-
-
-def _pick(templates: tuple[str, str], op: Operation) -> str:
-    return templates[0] if is_float(element(op.operands[0])) else templates[1]
-
-
-def _binary(em: CEmitter, op: Operation) -> None:
-    elementwise(em, op, _pick(BINARY[type(op)], op), list(op.operands))
-
-
-def _unary(em: CEmitter, op: Operation) -> None:
-    elementwise(em, op, _pick(UNARY[type(op)], op), list(op.operands))
-
-
-def _pow(em: CEmitter, op: Operation) -> None:
-    p = literal(em, get_float(op.properties, "exponent"), element(op.operands[0]))
-    elementwise(em, op, f"std::pow({{0}}, {p})", list(op.operands))
-
-
-def _select(em: CEmitter, op: Operation) -> None:
-    elementwise(em, op, "{0} ? {1} : {2}", list(op.operands))
-
-
-def _cast(em: CEmitter, op: Operation) -> None:
-    c = em.scalar_type(element(op.results[0]))
-    elementwise(em, op, f"static_cast<{c}>({{0}})", list(op.operands))
+# --- constants and fills -------------------------------------------------------------------
 
 
 def _constant(em: CEmitter, op: Operation) -> None:
@@ -244,100 +96,11 @@ def _constant(em: CEmitter, op: Operation) -> None:
     em.line(f"const {c}* {name} = {data};")
 
 
-def fill_literal(em: CEmitter, op: Operation) -> str:
-    """The C++ literal a fill op (`zeros`, `ones`, `full`) fills with."""
-    if isinstance(op, ln.FullOp):
-        value: float = get_float(op.properties, "value")
-    else:
-        value = 1.0 if isinstance(op, ln.OnesOp) else 0.0
-    e = element(op.results[0])
-    if is_float(e):
-        return literal(em, value, e)
-    if em.scalar_type(e) == "bool":
-        return literal(em, value != 0, e)
-    return literal(em, int(value), e)  # numpy truncates toward zero
-
-
 def _fill(em: CEmitter, op: Operation) -> None:
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::filled<{c}>({numel(r)}, {fill_literal(em, op)});")
     em.owns(r)
-
-
-# --- fused elementwise ----------------------------------------------------------------------
-
-
-def element_expr(em: CEmitter, op: Operation, args: Sequence[str]) -> str:
-    """The C++ expression of one element of elementwise `op`, given its operands' elements."""
-    kind = type(op)
-    if kind in BINARY:
-        return _pick(BINARY[kind], op).format(*args)
-    if kind in UNARY:
-        return _pick(UNARY[kind], op).format(*args)
-    if isinstance(op, ln.PowOp):
-        p = literal(em, get_float(op.properties, "exponent"), element(op.operands[0]))
-        return f"std::pow({args[0]}, {p})"
-    if isinstance(op, ln.SelectOp):
-        return f"{args[0]} ? {args[1]} : {args[2]}"
-    if isinstance(op, ln.CastOp):
-        return f"static_cast<{em.scalar_type(element(op.results[0]))}>({args[0]})"
-    if isinstance(op, ln.ZerosOp | ln.OnesOp | ln.FullOp):
-        return fill_literal(em, op)
-    if isinstance(op, ln.ConstantOp):
-        value = op.properties["value"]
-        assert isinstance(value, DenseIntOrFPElementsAttr)
-        return literal(em, value.get_values()[0], element(op.results[0]))
-    raise NotImplementedError(f"{em.backend} backend cannot fuse '{op.name}'")
-
-
-def broadcast_index(loops: Sequence[str], dims: Sequence[int]) -> str:
-    """The flat index into a row-major tensor of shape `dims` broadcast to the loop nest."""
-    rank = len(loops)
-    aligned = (1,) * (rank - len(dims)) + tuple(dims)
-    terms = []
-    for d, (extent, stride) in enumerate(zip(aligned, strides(aligned), strict=True)):
-        if extent != 1:
-            terms.append(loops[d] if stride == 1 else f"{loops[d]} * {stride}")
-    return " + ".join(terms) or "0"
-
-
-def _fused(em: CEmitter, op: Operation) -> None:
-    """One loop nest over the result; the body computes one element in scalars."""
-    assert isinstance(op, ln.FusedOp)
-    out = shape(op.results[0])
-    y, _, n = result(em, op)
-    block = op.body.block
-    if all(shape(o) == out or numel(o) == 1 for o in op.inputs):
-        loops = ["i_"]
-        index = {o: "i_" if shape(o) == out and n != 1 else "0" for o in op.inputs}
-        out_index = "i_"
-        headers = [f"for (int64_t i_ = 0; i_ < {n}; ++i_)"]
-    else:
-        loops = [f"i{d}_" for d in range(len(out))]
-        index = {o: broadcast_index(loops, shape(o)) for o in op.inputs}
-        out_index = broadcast_index(loops, out)
-        headers = [f"for (int64_t {i} = 0; {i} < {d}; ++{i})" for i, d in zip(loops, out)]
-    for header in headers[:-1]:
-        em.line(header)
-        em.depth += 1
-    em.line(IVDEP)
-    with em.scope(headers[-1] + " {"):
-        for arg, o in zip(block.args, op.inputs, strict=True):
-            if arg.uses:
-                c = em.scalar_type(element(arg))
-                em.line(f"const {c} {em.define(arg)} = {em.ref(o)}[{index[o]}];")
-        for inner in block.ops:
-            if isinstance(inner, ln.FusedYieldOp):
-                em.line(f"{y}[{out_index}] = {em.ref(inner.value)};")
-                break
-            r = inner.results[0]
-            if not r.uses:  # pure: nothing to compute
-                continue
-            expr = element_expr(em, inner, [em.ref(a) for a in inner.operands])
-            c = em.scalar_type(element(r))
-            em.line(f"const {c} {em.define(r)} = {expr};  // {inner.name}")
-    em.depth -= len(headers) - 1
 
 
 # --- reductions -----------------------------------------------------------------------------
@@ -985,11 +748,7 @@ ARITH_OPS: dict[type[Operation], Lowering] = {
 # --- the table ------------------------------------------------------------------------------
 
 LN_TABLE: dict[type[Operation], Lowering] = {
-    **{op: _binary for op in BINARY},
-    **{op: _unary for op in UNARY},
-    ln.PowOp: _pow,
-    ln.SelectOp: _select,
-    ln.CastOp: _cast,
+    **ELEMENT_OPS,  # the elementwise ops and ln.fused
     ln.ConstantOp: _constant,
     ln.ZerosOp: _fill,
     ln.OnesOp: _fill,
@@ -1018,7 +777,6 @@ LN_TABLE: dict[type[Operation], Lowering] = {
     ln.AvgPool2dOp: _pool,
     ln.MaxPool2dGradOp: _max_pool2d_grad,
     ln.DropoutOp: _dropout,
-    ln.FusedOp: _fused,
 }
 
 AD_TABLE: dict[type[Operation], Lowering] = {

@@ -1,7 +1,8 @@
 // lanterna's C++ runtime for generated CPU modules (header only).
 //
 // Generated code (see backends/cpu_cpp/emitter.py) includes this header and
-// calls into it for everything larger than an elementwise loop: the per-call
+// calls into it for everything larger than an elementwise loop (the element
+// functions themselves are backends/c_like/runtime/lanterna_scalar.h): the per-call
 // arena, error reporting, BLAS, reductions, data movement, softmax, losses,
 // convolution, pooling and dropout. Each kernel reproduces the numpy semantics
 // of its op's `evaluate` in lanterna/ir/ln/*.py.
@@ -72,6 +73,16 @@ inline int64_t wrapped_index(int64_t i, int64_t n, const char* where, const char
         index_error(where, i, what_prefix + std::to_string(n) + what_suffix);
     return r;
 }
+
+}  // namespace lanterna
+
+// The portable scalar math of every C-like backend (wrap_add, maximum, exp, ...),
+// shared with backends/c_like. Included here, after RuntimeError, so that its
+// integer division by zero throws the error the entry turns into code 1.
+#define LANTERNA_SCALAR_ERROR(message) throw ::lanterna::RuntimeError(message)
+#include "../../c_like/runtime/lanterna_scalar.h"
+
+namespace lanterna {
 
 // --- the arena --------------------------------------------------------------------------
 
@@ -475,155 +486,6 @@ inline std::function<R(A...)> recursive(Body body) {
         return body(self, args...);
     };
     return [holder](A... args) -> R { return (*holder)(args...); };
-}
-
-// --- scalar arithmetic ------------------------------------------------------------------
-
-// Integer arithmetic wraps (two's complement), as numpy's does.
-template <class T>
-inline T wrap_add(T a, T b) {
-    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        using U = std::make_unsigned_t<T>;
-        return static_cast<T>(static_cast<U>(static_cast<U>(a) + static_cast<U>(b)));
-    } else {
-        return a + b;
-    }
-}
-
-template <class T>
-inline T wrap_sub(T a, T b) {
-    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        using U = std::make_unsigned_t<T>;
-        return static_cast<T>(static_cast<U>(static_cast<U>(a) - static_cast<U>(b)));
-    } else {
-        return a - b;
-    }
-}
-
-template <class T>
-inline T wrap_mul(T a, T b) {
-    if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
-        using U = std::make_unsigned_t<T>;
-        // Promote past int so that uint16-sized products cannot overflow int.
-        using W = std::conditional_t<(sizeof(U) < sizeof(unsigned)), unsigned, U>;
-        return static_cast<T>(static_cast<U>(static_cast<W>(a) * static_cast<W>(b)));
-    } else {
-        return a * b;
-    }
-}
-
-template <class T>
-inline T wrap_neg(T a) {
-    return wrap_sub(T(0), a);
-}
-
-template <class T>
-inline T abs_of(T a) {
-    if constexpr (std::is_integral_v<T>) {
-        return a < 0 ? wrap_neg(a) : a;
-    } else {
-        return std::fabs(a);
-    }
-}
-
-// numpy's maximum/minimum: a NaN operand wins.
-template <class T>
-inline T maximum(T a, T b) {
-    if constexpr (std::is_floating_point_v<T>) {
-        if (a != a) return a;
-        if (b != b) return b;
-    }
-    return a < b ? b : a;
-}
-
-template <class T>
-inline T minimum(T a, T b) {
-    if constexpr (std::is_floating_point_v<T>) {
-        if (a != a) return a;
-        if (b != b) return b;
-    }
-    return b < a ? b : a;
-}
-
-// Split by sign so exp never overflows (as the reference does).
-// exp for float that the compiler can vectorize (glibc's expf is a call per
-// element): n = rint(x log2 e), r = x - n ln 2 in two parts, a degree-6
-// polynomial for exp(r) (Cephes' expf, within 2 ulp), times 2^n built from its
-// exponent bits. Like expf: +inf past 88.72, NaN for NaN; results below 2^-126
-// (x < -87.34) are flushed to 0 instead of going subnormal. Vectorizes only
-// without -ftrapping-math (the driver compiles with -fno-trapping-math).
-inline float exp(float x) {
-    const float xc = std::max(std::min(x, 88.72283f), -87.4f);
-    const float n = std::rint(xc * 1.44269504088896341f);
-    const int32_t ti = static_cast<int32_t>(n);
-    const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    const int32_t e = std::min(ti, 127);  // 2^128 is no float: its last factor 2 apart
-    const int32_t bits = (e + 127) << 23;
-    float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    float y = p * scale * (1.0f + static_cast<float>(ti - e));
-    y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
-    y = x < -87.33654f ? 0.0f : y;
-    return x != x ? x : y;
-}
-
-inline double exp(double x) { return std::exp(x); }
-
-// tanh for float, branch-free so loops over it vectorize: an odd polynomial
-// near 0 (Cephes' tanhf, 2 ulp), 1 - 2 / (exp(2|x|) + 1) elsewhere (|x| capped
-// at 9, where tanh is 1 in float). Doubles use std::tanh.
-inline float tanh(float x) {
-    const float ax = std::fabs(x);
-    const float z = x * x;
-    const float small =
-        ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
-          1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
-    const float big = 1.0f - 2.0f / (exp(2.0f * std::min(ax, 9.0f)) + 1.0f);
-    return ax < 0.625f ? small : std::copysign(big, x);
-}
-
-inline double tanh(double x) { return std::tanh(x); }
-
-template <class T>
-inline T sigmoid(T x) {
-    T e = exp(-std::fabs(x));
-    return x >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
-}
-
-template <class T>
-inline T relu(T x) {
-    return maximum(x, T(0));
-}
-
-// arith.divsi / remsi (truncating) and floordivsi, with Python's wrapping.
-template <class T>
-inline T div_trunc(T a, T b) {
-    if (b == 0) throw RuntimeError("arith.divsi: division by zero");
-    if (b == T(-1)) return wrap_neg(a);
-    return a / b;
-}
-
-template <class T>
-inline T rem_trunc(T a, T b) {
-    if (b == 0) throw RuntimeError("arith.remsi: division by zero");
-    if (b == T(-1)) return T(0);
-    return a % b;
-}
-
-template <class T>
-inline T div_floor(T a, T b) {
-    if (b == 0) throw RuntimeError("arith.floordivsi: division by zero");
-    if (b == T(-1)) return wrap_neg(a);
-    T q = a / b;
-    if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
-    return q;
 }
 
 // --- data movement ----------------------------------------------------------------------
