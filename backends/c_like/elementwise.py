@@ -132,6 +132,7 @@ UNARY: dict[type[Operation], tuple[str, str]] = {
     ln.ReluOp: same("lanterna::relu({0})"),
 }
 
+
 def _pick(templates: tuple[str, str], op: Operation) -> str:
     return templates[0] if is_float(element(op.operands[0])) else templates[1]
 

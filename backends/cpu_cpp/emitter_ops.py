@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from xdsl.dialects import arith
 from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
-    FloatAttr,
-    IntegerAttr,
     StringAttr,
 )
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 
+from lanterna.backends.c_like.arith import ARITH_OPS
 from lanterna.backends.c_like.elementwise import (
     ELEMENT_OPS,
     element,
@@ -634,117 +632,6 @@ def _cell_from(em: CEmitter, op: Operation) -> None:
     _new_cell(em, r)
 
 
-# --- arith ----------------------------------------------------------------------------------
-
-
-def _scalar(em: CEmitter, op: Operation, expr: str) -> None:
-    r = op.results[0]
-    em.line(f"{em.ctype(r.type)} {em.define(r)} = {expr};")
-
-
-def _arith_template(template: str) -> Lowering:
-    def lower(em: CEmitter, op: Operation) -> None:
-        _scalar(
-            em,
-            op,
-            template.format(*(em.ref(o) for o in op.operands), t=em.ctype(op.results[0].type)),
-        )
-
-    return lower
-
-
-def _arith_int_or_float(int_template: str, float_template: str) -> Lowering:
-    def lower(em: CEmitter, op: Operation) -> None:
-        t = op.results[0].type
-        template = float_template if is_float(t) else int_template
-        _scalar(em, op, template.format(*(em.ref(o) for o in op.operands), t=em.ctype(t)))
-
-    return lower
-
-
-def _arith_constant(em: CEmitter, op: Operation) -> None:
-    value = op.properties["value"]
-    t = op.results[0].type
-    if isinstance(value, DenseIntOrFPElementsAttr):
-        _constant(em, op)
-        return
-    assert isinstance(value, IntegerAttr | FloatAttr)
-    _scalar(em, op, literal(em, value.value.data, t))
-
-
-_CMPI = {
-    0: "{0} == {1}",
-    1: "{0} != {1}",
-    2: "{0} < {1}",
-    3: "{0} <= {1}",
-    4: "{0} > {1}",
-    5: "{0} >= {1}",
-}
-_CMPF = {
-    0: "false",
-    1: "{0} == {1}",
-    2: "{0} > {1}",
-    3: "{0} >= {1}",
-    4: "{0} < {1}",
-    5: "{0} <= {1}",
-    6: "({0} < {1} || {0} > {1})",
-    7: "!(std::isnan({0}) || std::isnan({1}))",
-    8: "!({0} < {1} || {0} > {1})",
-    9: "!({0} <= {1})",
-    10: "!({0} < {1})",
-    11: "!({0} >= {1})",
-    12: "!({0} > {1})",
-    13: "!({0} == {1})",
-    14: "(std::isnan({0}) || std::isnan({1}))",
-    15: "true",
-}
-
-
-def _cmp(em: CEmitter, op: Operation) -> None:
-    pred = op.properties["predicate"]
-    assert isinstance(pred, IntegerAttr)
-    table = _CMPF if isinstance(op, arith.CmpfOp) else _CMPI
-    if pred.value.data not in table:
-        raise NotImplementedError(
-            f"cpu backend has no lowering for '{op.name}' predicate {pred.value.data}"
-        )
-    _scalar(em, op, table[pred.value.data].format(*(em.ref(o) for o in op.operands)))
-
-
-_CAST = "static_cast<{t}>({0})"
-
-ARITH_OPS: dict[type[Operation], Lowering] = {
-    arith.ConstantOp: _arith_constant,
-    arith.AddiOp: _arith_template("lanterna::wrap_add({0}, {1})"),
-    arith.SubiOp: _arith_template("lanterna::wrap_sub({0}, {1})"),
-    arith.MuliOp: _arith_template("lanterna::wrap_mul({0}, {1})"),
-    arith.DivSIOp: _arith_template("lanterna::div_trunc({0}, {1})"),
-    arith.RemSIOp: _arith_template("lanterna::rem_trunc({0}, {1})"),
-    arith.FloorDivSIOp: _arith_template("lanterna::div_floor({0}, {1})"),
-    arith.MaxSIOp: _arith_template("std::max({0}, {1})"),
-    arith.MinSIOp: _arith_template("std::min({0}, {1})"),
-    arith.AndIOp: _arith_template("static_cast<{t}>({0} & {1})"),
-    arith.OrIOp: _arith_template("static_cast<{t}>({0} | {1})"),
-    arith.XOrIOp: _arith_template("static_cast<{t}>({0} ^ {1})"),
-    arith.AddfOp: _arith_template("{0} + {1}"),
-    arith.SubfOp: _arith_template("{0} - {1}"),
-    arith.MulfOp: _arith_template("{0} * {1}"),
-    arith.DivfOp: _arith_template("{0} / {1}"),
-    arith.NegfOp: _arith_template("-{0}"),
-    arith.MaximumfOp: _arith_template("lanterna::maximum({0}, {1})"),
-    arith.MinimumfOp: _arith_template("lanterna::minimum({0}, {1})"),
-    arith.CmpiOp: _cmp,
-    arith.CmpfOp: _cmp,
-    arith.SelectOp: _arith_template("{0} ? {1} : {2}"),
-    arith.IndexCastOp: _arith_template(_CAST),
-    arith.SIToFPOp: _arith_template(_CAST),
-    arith.FPToSIOp: _arith_template(_CAST),
-    arith.ExtFOp: _arith_template(_CAST),
-    arith.TruncFOp: _arith_template(_CAST),
-    arith.ExtSIOp: _arith_template(_CAST),
-    arith.TruncIOp: _arith_template(_CAST),
-}
-
 # --- the table ------------------------------------------------------------------------------
 
 LN_TABLE: dict[type[Operation], Lowering] = {
@@ -788,7 +675,7 @@ AD_TABLE: dict[type[Operation], Lowering] = {
 CPU_OPS: dict[type[Operation], Lowering] = {
     **LN_TABLE,
     **AD_TABLE,
-    **ARITH_OPS,
+    **ARITH_OPS,  # scalar arith: the C-like core's
     ad.CellFromOp: _cell_from,
     ad.ZeroCellOp: _zero_like,  # a zero buffer either way
     ad.StackOp: _new_stack,
