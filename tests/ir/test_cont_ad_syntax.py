@@ -196,10 +196,10 @@ func.func @f(%a: tensor<3x2xf32>, %b: tensor<4x3xf32>, %g: tensor<2x1xf32>) -> t
   %d = ad.load %c : !ad.cell<tensor<2x4xf32>>
   func.return %d : tensor<2x4xf32>
 }
-""", ("ad.accum_matmul %c, %a, %b {transpose_a, transpose_b} : !ad.cell<tensor<2x4xf32>>, "
-      "tensor<3x2xf32>, tensor<4x3xf32>",
-      "ad.accum_slice %c, %g {axis = 1 : i64, offset = 3 : i64} : !ad.cell<tensor<2x4xf32>>, "
-      "tensor<2x1xf32>",
+""", (("ad.accum_matmul %c, %a, %b {transpose_a, transpose_b} : !ad.cell<tensor<2x4xf32>>, "
+       "tensor<3x2xf32>, tensor<4x3xf32>"),
+      ("ad.accum_slice %c, %g {axis = 1 : i64, offset = 3 : i64} : !ad.cell<tensor<2x4xf32>>, "
+       "tensor<2x1xf32>"),
       "ad.flush_products %c : !ad.cell<tensor<2x4xf32>>",
       "ad.drop_products %c : !ad.cell<tensor<2x4xf32>>")),
     SyntaxCase("types-as-arguments", f"""\
