@@ -27,13 +27,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from xdsl.dialects.builtin import TensorType
+from xdsl.dialects.builtin import AnyFloat, IntegerAttr, TensorType, UnitAttr, i64
 from xdsl.ir import Attribute, Dialect, ParametrizedAttribute, SSAValue, TypeAttribute
 from xdsl.irdl import (
     IRDLOperation,
     irdl_attr_definition,
     irdl_op_definition,
     operand_def,
+    opt_prop_def,
+    prop_def,
     result_def,
     traits_def,
 )
@@ -360,7 +362,250 @@ class PopOp(_TakeOp):
     traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
 
 
-AD_OPS = [ZeroLikeOp, AccumOp, LoadOp, CellFromOp, ZeroCellOp, StackOp, PushOp, PopOp]
+# --- accumulation forms chosen by the lowering passes -------------------------------------
+#
+# None of these is made by reverse mode itself: `accumulate-products`,
+# `accumulate-pieces` and (cpu only) `defer-products` rewrite `ad.accum`s into
+# them, so the way a contribution reaches its cell is IR a backend prints.
+
+
+class _CellUpdateOp(IRDLOperation):
+    """`<op> %cell, %x, ... {props} : !ad.cell<T>, type(%x), ...`: writes into the
+    cell (the first operand) from the other operands; no results."""
+
+    @classmethod
+    def parse(cls, parser: Parser) -> IRDLOperation:
+        start = parser.pos
+        unresolved = parser.parse_comma_separated_list(
+            parser.Delimiter.NONE, parser.parse_unresolved_operand
+        )
+        attrs = parser.parse_optional_attr_dict()
+        parser.parse_punctuation(":")
+        pos = parser.pos
+        types = parser.parse_comma_separated_list(parser.Delimiter.NONE, parser.parse_type)
+        if len(types) != len(unresolved):
+            parser.raise_error(
+                f"'{cls.name}' has {len(unresolved)} operands but {len(types)} types",
+                start,
+                parser.pos,
+            )
+        if not isinstance(types[0], CellType):
+            parser.raise_error(f"'{cls.name}' writes into a cell, got {types[0]}", pos, parser.pos)
+        operands = parser.resolve_operands(unresolved, types, parser.pos)
+        names = cls.get_irdl_definition().properties
+        return cls.create(
+            operands=list(operands),
+            properties={k: v for k, v in attrs.items() if k in names},
+            attributes={k: v for k, v in attrs.items() if k not in names},
+        )
+
+    def print(self, printer: Printer) -> None:
+        printer.print_string(" ")
+        printer.print_list(self.operands, printer.print_operand)
+        attrs = {**self.properties, **self.attributes}
+        if attrs:
+            printer.print_string(" ")
+            printer.print_attr_dict(attrs)
+        printer.print_string(" : ")
+        printer.print_list([o.type for o in self.operands], printer.print_attribute)
+
+
+def _flag(op: IRDLOperation, name: str) -> bool:
+    return isinstance(op.properties.get(name), UnitAttr)
+
+
+@irdl_op_definition
+class AccumMatmulOp(_CellUpdateOp):
+    """Adds a matrix product into a cell, in place: cell += op(a) @ op(b), with
+    op(x) = x^T under `{transpose_a}` / `{transpose_b}`. One GEMM with beta = 1:
+    the product is never a buffer of its own.
+
+        ad.accum_matmul %c, %a, %b {transpose_a} : !ad.cell<tensor<2x4xf32>>, tensor<3x2xf32>, tensor<3x4xf32>
+
+    `{deferred}` (set by the cpu-only `defer-products`) logs the product instead:
+    it reaches the cell's value at the next `ad.flush_products` of the cell, and a
+    load before that is an error.
+    """
+
+    name = "ad.accum_matmul"
+    cell = operand_def(CellType)
+    lhs = operand_def(TensorType)
+    rhs = operand_def(TensorType)
+    transpose_a = opt_prop_def(UnitAttr)
+    transpose_b = opt_prop_def(UnitAttr)
+    deferred = opt_prop_def(UnitAttr)
+    traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
+
+    def __init__(
+        self,
+        cell: SSAValue | IRDLOperation,
+        lhs: SSAValue | IRDLOperation,
+        rhs: SSAValue | IRDLOperation,
+        *,
+        transpose_a: bool = False,
+        transpose_b: bool = False,
+        deferred: bool = False,
+    ):
+        flags = {"transpose_a": transpose_a, "transpose_b": transpose_b, "deferred": deferred}
+        super().__init__(
+            operands=[SSAValue.get(cell), SSAValue.get(lhs), SSAValue.get(rhs)],
+            properties={k: UnitAttr() for k, on in flags.items() if on},
+        )
+
+    @property
+    def transposes(self) -> tuple[bool, bool]:
+        return _flag(self, "transpose_a"), _flag(self, "transpose_b")
+
+    @property
+    def is_deferred(self) -> bool:
+        return _flag(self, "deferred")
+
+    def dims(self) -> tuple[int, int, int]:
+        """(m, n, k): the cell is m x n, the product's contracting extent k."""
+        m, n = self.cell.type.elem.get_shape()  # type: ignore[attr-defined]
+        sa = self.lhs.type.get_shape()  # type: ignore[attr-defined]
+        return m, n, sa[0] if self.transposes[0] else sa[1]
+
+    def verify_(self) -> None:
+        elem = self.cell.type.elem  # type: ignore[attr-defined]
+        a, b = self.lhs.type, self.rhs.type
+        assert isinstance(elem, TensorType) and isinstance(a, TensorType)
+        assert isinstance(b, TensorType)
+        if not (len(elem.get_shape()) == len(a.get_shape()) == len(b.get_shape()) == 2):
+            raise VerifyException(
+                f"'{self.name}': the cell and both operands must be matrices, got "
+                f"{self.cell.type}, {a} and {b}"
+            )
+        if not isinstance(elem.element_type, AnyFloat):
+            raise VerifyException(f"'{self.name}': {self.cell.type} is not a float cell")
+        if a.element_type != elem.element_type or b.element_type != elem.element_type:
+            raise VerifyException(
+                f"'{self.name}': operands {a} and {b} do not match the element type of "
+                f"{self.cell.type}"
+            )
+        ta, tb = self.transposes
+        sa, sb = a.get_shape(), b.get_shape()
+        (m, ka), (kb, n) = (sa[::-1] if ta else sa), (sb[::-1] if tb else sb)
+        if ka != kb:
+            raise VerifyException(
+                f"'{self.name}': lhs {a} and rhs {b} have incompatible contracting "
+                f"dimensions {ka} and {kb}"
+            )
+        if (m, n) != tuple(elem.get_shape()):
+            raise VerifyException(
+                f"'{self.name}': the product is {m}x{n} but the cell holds {elem}"
+            )
+
+
+@irdl_op_definition
+class AccumSliceOp(_CellUpdateOp):
+    """Adds a value into a range of a cell along one axis, in place:
+    cell[..., offset : offset + piece.shape[axis], ...] += piece.
+
+        ad.accum_slice %c, %g {axis = 1 : i64, offset = 3 : i64} : !ad.cell<tensor<2x5xf32>>, tensor<2x2xf32>
+
+    `accumulate-pieces` makes these of an accumulated concatenation with zero
+    pieces (a slice's adjoint): only the nonzero pieces are added, and the
+    concatenation is never built.
+    """
+
+    name = "ad.accum_slice"
+    cell = operand_def(CellType)
+    piece = operand_def(TensorType)
+    axis = prop_def(IntegerAttr)
+    offset = prop_def(IntegerAttr)
+    traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
+
+    def __init__(
+        self,
+        cell: SSAValue | IRDLOperation,
+        piece: SSAValue | IRDLOperation,
+        axis: int,
+        offset: int,
+    ):
+        super().__init__(
+            operands=[SSAValue.get(cell), SSAValue.get(piece)],
+            properties={"axis": IntegerAttr(axis, i64), "offset": IntegerAttr(offset, i64)},
+        )
+
+    @property
+    def range(self) -> tuple[int, int]:
+        """(axis, offset)."""
+        return self.axis.value.data, self.offset.value.data
+
+    def verify_(self) -> None:
+        elem = self.cell.type.elem  # type: ignore[attr-defined]
+        piece = self.piece.type
+        assert isinstance(elem, TensorType) and isinstance(piece, TensorType)
+        axis, offset = self.range
+        cell_shape, shape = elem.get_shape(), piece.get_shape()
+        if piece.element_type != elem.element_type:
+            raise VerifyException(
+                f"'{self.name}': piece {piece} does not match the element type of {self.cell.type}"
+            )
+        if len(shape) != len(cell_shape) or not 0 <= axis < len(shape):
+            raise VerifyException(
+                f"'{self.name}': axis {axis} of piece {piece} into {self.cell.type}: ranks "
+                f"{len(shape)} and {len(cell_shape)}"
+            )
+        others_match = all(
+            d == c for i, (d, c) in enumerate(zip(shape, cell_shape, strict=True)) if i != axis
+        )
+        if not others_match or not 0 <= offset <= cell_shape[axis] - shape[axis]:
+            raise VerifyException(
+                f"'{self.name}': piece {piece} at offset {offset} of axis {axis} does not fit "
+                f"in {self.cell.type}"
+            )
+
+
+class _PendingOp(_CellUpdateOp):
+    """`<op> %cell : !ad.cell<T>`: acts on the products logged for the cell."""
+
+    cell = operand_def(CellType)
+    traits = traits_def(MemoryReadEffect(), MemoryWriteEffect())
+
+    def __init__(self, cell: SSAValue | IRDLOperation):
+        super().__init__(operands=[SSAValue.get(cell)])
+
+
+@irdl_op_definition
+class FlushProductsOp(_PendingOp):
+    """Adds the products logged for the cell (`ad.accum_matmul {deferred}`) into
+    it; `defer-products` puts one before every load of a cell that may have some.
+
+        ad.flush_products %c : !ad.cell<tensor<128x160xf32>>
+    """
+
+    name = "ad.flush_products"
+
+
+@irdl_op_definition
+class DropProductsOp(_PendingOp):
+    """Forgets what is logged for the cell. A new cell has nothing logged; the
+    cpu runtime keys its log by address, and a new cell may get the address of a
+    dead one whose log was never flushed, so `defer-products` puts one after every
+    new cell of a type some product is logged for.
+
+        ad.drop_products %c : !ad.cell<tensor<128x160xf32>>
+    """
+
+    name = "ad.drop_products"
+
+
+AD_OPS = [
+    ZeroLikeOp,
+    AccumOp,
+    LoadOp,
+    CellFromOp,
+    ZeroCellOp,
+    StackOp,
+    PushOp,
+    PopOp,
+    AccumMatmulOp,
+    AccumSliceOp,
+    FlushProductsOp,
+    DropProductsOp,
+]
 AD_TYPES = [CellType, StackType]
 
 AD = Dialect("ad", AD_OPS, AD_TYPES)

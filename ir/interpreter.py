@@ -79,12 +79,14 @@ class Env:
 
 
 class Cell:
-    """An adjoint cell (`!ad.cell<T>`)."""
+    """An adjoint cell (`!ad.cell<T>`). `pending` holds the products logged for it
+    (`ad.accum_matmul {deferred}`) and not yet added in by `ad.flush_products`."""
 
-    __slots__ = ("value",)
+    __slots__ = ("pending", "value")
 
     def __init__(self, value: np.ndarray):
         self.value = value
+        self.pending: list[np.ndarray] = []
 
     def __repr__(self) -> str:
         return f"Cell({self.value!r})"
@@ -325,6 +327,11 @@ def _cell_from(op: Operation, args: Values) -> Cell:
 
 
 def _load(op: Operation, args: Values) -> Any:
+    if args[0].pending:
+        raise InterpreterError(
+            f"'ad.load' of a cell with {len(args[0].pending)} deferred product(s) not added "
+            "in: an 'ad.flush_products' of the cell is missing before the load"
+        )
     return args[0].value
 
 
@@ -353,6 +360,39 @@ def _cast(op: Operation, args: Values) -> Any:
     return args[0]
 
 
+def _accum_matmul(op: Operation, args: Values) -> None:
+    cell, a, b = args
+    assert isinstance(op, ad.AccumMatmulOp)
+    ta, tb = op.transposes
+    product = np.matmul(a.T if ta else a, b.T if tb else b)
+    if op.is_deferred:
+        cell.pending.append(product)
+    else:
+        cell.value = np.asarray(cell.value + product)
+
+
+def _accum_slice(op: Operation, args: Values) -> None:
+    cell, piece = args
+    assert isinstance(op, ad.AccumSliceOp)
+    axis, offset = op.range
+    index = [slice(None)] * piece.ndim
+    index[axis] = slice(offset, offset + piece.shape[axis])
+    value = cell.value.copy()  # values loaded earlier stay immutable
+    value[tuple(index)] += piece
+    cell.value = value
+
+
+def _flush_products(op: Operation, args: Values) -> None:
+    cell = args[0]
+    for product in cell.pending:
+        cell.value = np.asarray(cell.value + product)
+    cell.pending = []
+
+
+def _drop_products(op: Operation, args: Values) -> None:
+    args[0].pending = []
+
+
 SimpleFn = Callable[[Operation, Values], Any]
 ControlFn = Callable[..., State]
 
@@ -367,6 +407,10 @@ SIMPLE: dict[type[Operation], SimpleFn] = {
     ad.StackOp: _new_stack,
     ad.PushOp: _push,
     ad.PopOp: _pop,
+    ad.AccumMatmulOp: _accum_matmul,
+    ad.AccumSliceOp: _accum_slice,
+    ad.FlushProductsOp: _flush_products,
+    ad.DropProductsOp: _drop_products,
     builtin.UnrealizedConversionCastOp: _cast,
 }
 

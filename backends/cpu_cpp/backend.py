@@ -151,7 +151,7 @@ class CpuBackend:
 
     default_pipeline = (
         "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,"
-        "fuse-elementwise"
+        "fuse-elementwise,absorb-transposes,accumulate-products,accumulate-pieces,defer-products"
     )
 
     def compile(

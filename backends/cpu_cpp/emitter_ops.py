@@ -144,123 +144,29 @@ def _reduce(em: CEmitter, op: Operation) -> None:
 # --- linear algebra -------------------------------------------------------------------------
 
 
-def _absorbed_transpose(v: SSAValue) -> SSAValue | None:
-    """The source of `v` when `v` is a matrix transpose whose every user is a
-    matrix-matrix `ln.matmul`: the product reads the source transposed (BLAS's
-    trans flag) and the transpose is never materialized."""
-    op = v.owner
-    if not isinstance(op, ln.TransposeOp) or len(shape(v)) != 2:
-        return None
-    if list(get_ints(op.properties, "perm")) != [1, 0] or not v.uses:
-        return None
-    for use in v.uses:
-        user = use.operation
-        if not isinstance(user, ln.MatmulOp) or any(len(shape(o)) != 2 for o in user.operands):
-            return None
-    return op.operands[0]
+def _gemm_operands(
+    em: CEmitter, a: SSAValue, b: SSAValue, ta: bool, tb: bool
+) -> tuple[int, int, int, str]:
+    """(m, n, k, the GEMM's operand arguments) of op(a) @ op(b), matrices stored
+    row-major: a transposed operand is read through its `trans` flag."""
+    (m, k), (_, n) = (shape(a)[::-1] if ta else shape(a)), (shape(b)[::-1] if tb else shape(b))
+    lda, ldb = shape(a)[1], shape(b)[1]
+    return m, n, k, f"{em.ref(a)}, {lda}, {em.ref(b)}, {ldb}"
 
 
-def _accumulating_user(op: Operation) -> Operation | None:
-    """The `ad.accum` that is the only use of `op`'s result, when the product can
-    be added into its cell right where `op` is: the accum comes later in the same
-    block, the cell exists already, and nothing in between touches the cell."""
-    (r,) = op.results
-    use = r.get_unique_use()
-    if use is None:
-        return None
-    accum = use.operation
-    block = op.parent_block()
-    if (
-        not isinstance(accum, ad.AccumOp)
-        or accum.value is not r
-        or accum.parent_block() is not block
-    ):
-        return None
-    cell = accum.cell
-    owner = cell.owner
-    made_here = isinstance(owner, Operation) and owner.parent_block() is block
-    if made_here and block.get_operation_index(owner) > block.get_operation_index(op):
-        return None
-    between = op.next_op
-    while between is not None and between is not accum:
-        if any(cell in inner.operands for inner in between.walk()):
-            return None
-        between = between.next_op
-    return accum if between is accum else None
-
-
-# Products of rank k into an m x n cell are logged and added in one product when
-# the cell is read (the runtime's "deferred products") when the log of each is
-# small next to the cell and the cell is too big to stay in the nearest caches:
-# a weight used once per tree node or time step then gets its gradient in one
-# pass instead of one read-modify-write per use.
-DEFER_MIN_CELL = 1 << 14  # elements
-
-
-def _defers(op: Operation) -> ad.AccumOp | None:
-    """The accum of a matrix product `op` whose addition into the cell is logged."""
-    sa, sb = shape(op.operands[0]), shape(op.operands[1])
-    if not len(sa) == len(sb) == 2:
-        return None
-    m, k, n = sa[0], sa[1], sb[1]
-    if m * n < DEFER_MIN_CELL or 8 * k * (m + n) > m * n:
-        return None
-    return _accumulating_user(op)
-
-
-def _deferred(em: CEmitter) -> dict[Operation, ad.AccumOp]:
-    """The module's matrix products whose addition into a cell is logged, with
-    their accums (found once per module)."""
-    found = em.facts.get("deferred")
-    if found is None:
-        found = em.facts["deferred"] = {
-            op: accum
-            for op in em.module.walk()
-            if isinstance(op, ln.MatmulOp) and (accum := _defers(op)) is not None
-        }
-    return found
-
-
-def deferred_cells(em: CEmitter) -> set[Attribute]:
-    """The cell types some product is logged for: a load of such a cell adds the
-    log in first, and a new cell of such a type drops a dead cell's log."""
-    cells = em.facts.get("deferred_cells")
-    if cells is None:
-        cells = em.facts["deferred_cells"] = {a.cell.type for a in _deferred(em).values()}
-    return cells
+def _flags(ta: bool, tb: bool) -> str:
+    return f"{str(ta).lower()}, {str(tb).lower()}"
 
 
 def _matmul(em: CEmitter, op: Operation) -> None:
+    assert isinstance(op, ln.MatmulOp)
     a, b = op.operands
     sa, sb = shape(a), shape(b)
     if len(sa) == len(sb) == 2:
-        m, k, n = sa[0], sa[1], sb[1]
-        ta, tb = _absorbed_transpose(a), _absorbed_transpose(b)
-        lhs, lda = (ta, m) if ta is not None else (a, k)
-        rhs, ldb = (tb, k) if tb is not None else (b, n)
-        deferred = _deferred(em).get(op)
-        if deferred is not None:
-            em.define(op.results[0])
-            em.done.add(deferred)
-            em.line(
-                f"lanterna::defer_product({em.ref(deferred.cell)}, "
-                f"{str(ta is not None).lower()}, {str(tb is not None).lower()}, {m}, {n}, {k}, "
-                f"{em.ref(lhs)}, {lda}, {em.ref(rhs)}, {ldb});"
-            )
-            return
-        accum = _accumulating_user(op)
-        if accum is not None:
-            # C += A @ B straight into the cell: no product buffer, no second pass.
-            em.define(op.results[0])
-            em.done.add(accum)
-            y, beta = em.ref(accum.operands[0]), 1
-        else:
-            y, _, _ = result(em, op)
-            beta = 0
-        em.line(
-            f"lanterna::gemm({str(ta is not None).lower()}, {str(tb is not None).lower()}, "
-            f"{m}, {n}, {k}, {em.ref(lhs)}, {lda}, {em.ref(rhs)}, {ldb}, {y}, {n}, {beta});"
-        )
+        ta, tb = op.transposes
+        m, n, k, args = _gemm_operands(em, a, b, ta, tb)
+        y, _, _ = result(em, op)
+        em.line(f"lanterna::gemm({_flags(ta, tb)}, {m}, {n}, {k}, {args}, {y}, {n}, 0);")
         return
     y, _, _ = result(em, op)
     match len(sa), len(sb):
@@ -280,6 +186,18 @@ def _matmul(em: CEmitter, op: Operation) -> None:
         f"lanterna::matmul({em.ref(a)}, {a_stride}, {em.ref(b)}, {b_stride}, {y}, "
         f"{batch}, {m}, {n}, {k});"
     )
+
+
+def _accum_matmul(em: CEmitter, op: Operation) -> None:
+    """cell += op(a) @ op(b): one GEMM with beta 1, or logged (`{deferred}`)."""
+    assert isinstance(op, ad.AccumMatmulOp)
+    ta, tb = op.transposes
+    m, n, k, args = _gemm_operands(em, op.lhs, op.rhs, ta, tb)
+    cell = em.ref(op.cell)
+    if op.is_deferred:
+        em.line(f"lanterna::defer_product({cell}, {_flags(ta, tb)}, {m}, {n}, {k}, {args});")
+        return
+    em.line(f"lanterna::gemm({_flags(ta, tb)}, {m}, {n}, {k}, {args}, {cell}, {n}, 1);")
 
 
 # --- data movement --------------------------------------------------------------------------
@@ -313,11 +231,6 @@ def _transpose(em: CEmitter, op: Operation) -> None:
     if list(perm) == sorted(perm):
         alias(em, op, x)
         return
-    if _absorbed_transpose(op.results[0]) is not None:
-        # Its products read `x` transposed; `x` lives as long as they do.
-        em.define(op.results[0])
-        em.aliases(op.results[0], x)
-        return
     y, c, _ = result(em, op)
     out = shape(op.results[0])
     xs = strides(shape(x))
@@ -348,56 +261,22 @@ def _slice(em: CEmitter, op: Operation) -> None:
     copy_strided(em, c, y, strides(out), 0, em.ref(x), src_strides, offset, out)
 
 
-def _is_zeros(v: SSAValue) -> bool:
-    op = v.owner
-    if isinstance(op, ln.ZerosOp):
-        return True
-    if isinstance(op, ln.FullOp):
-        return get_float(op.properties, "value") == 0.0
-    return False
-
-
-def _accumulated_concat(v: SSAValue) -> ad.AccumOp | None:
-    """The `ad.accum` of `v` when `v` is a concatenation with zero pieces (what a
-    slice's adjoint makes) used by that accum only: the accum adds the nonzero
-    pieces into their ranges of the cell and the concatenation is never built."""
-    op = v.owner
-    if not isinstance(op, ln.ConcatenateOp) or not any(_is_zeros(x) for x in op.operands):
-        return None
-    use = v.get_unique_use()
-    if use is None or not isinstance(use.operation, ad.AccumOp) or use.index != 1:
-        return None
-    if not is_float(element(v)):
-        return None
-    return use.operation
-
-
-def _accum_pieces(em: CEmitter, op: Operation, concat: Operation) -> None:
-    """`cell += concatenate(pieces)`, piece by piece, skipping the zero ones."""
-    cell = em.ref(op.operands[0])
-    axis = get_int(concat.properties, "axis")
-    out = shape(concat.results[0])
+def _accum_slice(em: CEmitter, op: Operation) -> None:
+    """cell[..., offset : offset + width, ...] += piece, along `axis`."""
+    assert isinstance(op, ad.AccumSliceOp)
+    cell = em.ref(op.cell)
+    axis, offset = op.range
+    out = shape(op.cell)
     outer, inner = math.prod(out[:axis]), math.prod(out[axis + 1 :])
-    offset = 0
-    for x in concat.operands:
-        width = shape(x)[axis]
-        if not _is_zeros(x):
-            run = width * inner
-            em.line(
-                f"for (int64_t o_ = 0; o_ < {outer}; ++o_) for (int64_t i_ = 0; i_ < {run}; ++i_) "
-                f"{cell}[o_ * {out[axis] * inner} + {offset * inner} + i_] += "
-                f"{em.ref(x)}[o_ * {run} + i_];"
-            )
-        offset += width
+    run = shape(op.piece)[axis] * inner
+    em.line(
+        f"for (int64_t o_ = 0; o_ < {outer}; ++o_) for (int64_t i_ = 0; i_ < {run}; ++i_) "
+        f"{cell}[o_ * {out[axis] * inner} + {offset * inner} + i_] += "
+        f"{em.ref(op.piece)}[o_ * {run} + i_];"
+    )
 
 
 def _concatenate(em: CEmitter, op: Operation) -> None:
-    if _accumulated_concat(op.results[0]) is not None:
-        # Added piece by piece where it is accumulated; its pieces live until then.
-        em.define(op.results[0])
-        for x in op.operands:
-            em.aliases(op.results[0], x)
-        return
     axis = get_int(op.properties, "axis")
     out = shape(op.results[0])
     out_strides = strides(out)
@@ -541,12 +420,14 @@ def _zero_like(em: CEmitter, op: Operation) -> None:
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::zeros<{c}>({numel(r)});")
     em.owns(r)
-    _new_cell(em, r)
 
 
-def _new_cell(em: CEmitter, cell: SSAValue) -> None:
-    if cell.type in deferred_cells(em):
-        em.line(f"lanterna::drop_products({em.ref(cell)});")
+def _flush_products(em: CEmitter, op: Operation) -> None:
+    em.line(f"lanterna::flush_products({em.ref(op.operands[0])});")
+
+
+def _drop_products(em: CEmitter, op: Operation) -> None:
+    em.line(f"lanterna::drop_products({em.ref(op.operands[0])});")
 
 
 def _new_stack(em: CEmitter, op: Operation) -> None:
@@ -564,12 +445,7 @@ def _pop(em: CEmitter, op: Operation) -> None:
 
 
 def _accum(em: CEmitter, op: Operation) -> None:
-    if op in em.done:
-        return  # added in by the op that made the value (a matmul)
     cell, g = op.operands
-    if _accumulated_concat(g) is op:
-        _accum_pieces(em, op, g.owner)
-        return
     cell_name, g_name = em.ref(cell), em.ref(g)
     add = "{0} + {1}" if is_float(element(g)) else "lanterna::wrap_add({0}, {1})"
     em.line(IVDEP)
@@ -602,8 +478,6 @@ def _final_load(op: Operation) -> bool:
 
 
 def _load(em: CEmitter, op: Operation) -> None:
-    if op.operands[0].type in deferred_cells(em):
-        em.line(f"lanterna::flush_products({em.ref(op.operands[0])});")
     if _final_load(op):
         # The cell's last use: its buffer becomes the value, no copy.
         alias(em, op, op.operands[0])
@@ -622,14 +496,12 @@ def _cell_from(em: CEmitter, op: Operation) -> None:
         r = op.results[0]
         em.line(f"{em.ctype(r.type)} {em.define(r)} = const_cast<{em.ctype(r.type)}>({em.ref(x)});")
         em.aliases(r, x)
-        _new_cell(em, r)
         return
     # A fresh buffer: accumulations into the cell must not change the operand.
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
     em.owns(r)
-    _new_cell(em, r)
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -670,6 +542,10 @@ AD_TABLE: dict[type[Operation], Lowering] = {
     ad.ZeroLikeOp: _zero_like,
     ad.AccumOp: _accum,
     ad.LoadOp: _load,
+    ad.AccumMatmulOp: _accum_matmul,
+    ad.AccumSliceOp: _accum_slice,
+    ad.FlushProductsOp: _flush_products,
+    ad.DropProductsOp: _drop_products,
 }
 
 CPU_OPS: dict[type[Operation], Lowering] = {

@@ -185,6 +185,23 @@ func.func @f(%g: tensor<3xf32>, %i: index) -> (tensor<3xf32>, index) {{
 }}
 """, ('ad.zero_cell {origin = "g"} : tensor<3xf32>', "%u = ad.stack : !ad.stack<tensor<3xf32>>",
       "ad.push %t, %i {n} : !ad.stack<index>", "%h = ad.pop %s2 : !ad.stack<tensor<3xf32>>")),
+    SyntaxCase("accumulation-forms", """\
+func.func @f(%a: tensor<3x2xf32>, %b: tensor<4x3xf32>, %g: tensor<2x1xf32>) -> tensor<2x4xf32> {
+  %c = ad.zero_cell : tensor<2x4xf32>
+  ad.drop_products %c : !ad.cell<tensor<2x4xf32>>
+  ad.accum_matmul %c, %a, %b {transpose_a, transpose_b} : !ad.cell<tensor<2x4xf32>>, tensor<3x2xf32>, tensor<4x3xf32>
+  ad.accum_matmul %c, %a, %b {deferred, transpose_a, transpose_b, origin = "w"} : !ad.cell<tensor<2x4xf32>>, tensor<3x2xf32>, tensor<4x3xf32>
+  ad.accum_slice %c, %g {axis = 1 : i64, offset = 3 : i64} : !ad.cell<tensor<2x4xf32>>, tensor<2x1xf32>
+  ad.flush_products %c : !ad.cell<tensor<2x4xf32>>
+  %d = ad.load %c : !ad.cell<tensor<2x4xf32>>
+  func.return %d : tensor<2x4xf32>
+}
+""", (("ad.accum_matmul %c, %a, %b {transpose_a, transpose_b} : !ad.cell<tensor<2x4xf32>>, "
+       "tensor<3x2xf32>, tensor<4x3xf32>"),
+      ("ad.accum_slice %c, %g {axis = 1 : i64, offset = 3 : i64} : !ad.cell<tensor<2x4xf32>>, "
+       "tensor<2x1xf32>"),
+      "ad.flush_products %c : !ad.cell<tensor<2x4xf32>>",
+      "ad.drop_products %c : !ad.cell<tensor<2x4xf32>>")),
     SyntaxCase("types-as-arguments", f"""\
 func.func @f(%k: {K2}, %c: !cont.closure<(!ad.cell<tensor<2xf32>>) -> ()>, \
 %e: !ad.cell<tensor<2x3xf64>>, %k0: {K0}) -> {K0} {{

@@ -327,7 +327,8 @@ def test_unknown_pass_in_pipeline_lists_known_ones():
     msg = str(e.value)
     assert "unknown pass 'csee' (did you mean 'cse'?)" in msg
     assert "unknown pass 'frobnicate'" in msg
-    assert "known passes: canonicalize, checkpoint, cse, dce" in msg
+    assert "known passes: absorb-transposes, accumulate-pieces, accumulate-products, " in msg
+    assert "canonicalize, checkpoint, cse, dce, defer-products" in msg
 
 
 def test_malformed_pipeline():

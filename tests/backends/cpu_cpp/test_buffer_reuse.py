@@ -15,6 +15,7 @@ from lanterna.backends import get_backend
 from lanterna.backends.cpu_cpp.emitter import emit_module
 from lanterna.ir import parse_module
 from lanterna.ir.interpreter import Interpreter
+from lanterna.passes import run_pipeline
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
@@ -103,7 +104,7 @@ def test_slice_adjoints_add_into_their_ranges_without_building_the_concatenation
     """What a slice's adjoint makes -- a concatenation with zeros, accumulated --
     adds each nonzero piece into its range of the cell. (%a is accumulated twice,
     so it is built; %b is not.)"""
-    module = parse_module(PIECES)
+    module = run_pipeline(parse_module(PIECES), "accumulate-pieces")
     source = emit_module(module, "f").source
     assert source.count("lanterna::copy_strided") == 2, source  # %a's two pieces only
     g = np.arange(6, dtype=np.float32).reshape(2, 3)

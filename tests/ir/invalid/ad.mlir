@@ -108,3 +108,59 @@ func.func @push_not_a_stack(%c: !ad.cell<tensor<3xf32>>, %v: tensor<3xf32>) {
   ad.push %c, %v : !ad.cell<tensor<3xf32>>
   func.return
 }
+
+// -----
+
+func.func @accum_matmul_shape(%c: !ad.cell<tensor<2x4xf32>>, %a: tensor<2x3xf32>, %b: tensor<3x5xf32>) {
+  // expected-error@+1 {{'ad.accum_matmul': the product is 2x5 but the cell holds tensor<2x4xf32>}}
+  ad.accum_matmul %c, %a, %b : !ad.cell<tensor<2x4xf32>>, tensor<2x3xf32>, tensor<3x5xf32>
+  func.return
+}
+
+// -----
+
+func.func @accum_matmul_contracting(%c: !ad.cell<tensor<2x4xf32>>, %a: tensor<2x3xf32>, %b: tensor<3x4xf32>) {
+  // expected-error@+1 {{'ad.accum_matmul': lhs tensor<2x3xf32> and rhs tensor<3x4xf32> have incompatible contracting dimensions 2 and 3}}
+  ad.accum_matmul %c, %a, %b {transpose_a} : !ad.cell<tensor<2x4xf32>>, tensor<2x3xf32>, tensor<3x4xf32>
+  func.return
+}
+
+// -----
+
+func.func @accum_matmul_vector(%c: !ad.cell<tensor<2xf32>>, %a: tensor<2x3xf32>, %b: tensor<3xf32>) {
+  // expected-error@+1 {{'ad.accum_matmul': the cell and both operands must be matrices}}
+  ad.accum_matmul %c, %a, %b : !ad.cell<tensor<2xf32>>, tensor<2x3xf32>, tensor<3xf32>
+  func.return
+}
+
+// -----
+
+func.func @accum_matmul_into_a_tensor(%c: tensor<2x4xf32>, %a: tensor<2x3xf32>, %b: tensor<3x4xf32>) {
+  // expected-error@+1 {{'ad.accum_matmul' writes into a cell, got tensor<2x4xf32>}}
+  ad.accum_matmul %c, %a, %b : tensor<2x4xf32>, tensor<2x3xf32>, tensor<3x4xf32>
+  func.return
+}
+
+// -----
+
+func.func @accum_slice_does_not_fit(%c: !ad.cell<tensor<2x5xf32>>, %g: tensor<2x2xf32>) {
+  // expected-error@+1 {{'ad.accum_slice': piece tensor<2x2xf32> at offset 4 of axis 1 does not fit in !ad.cell<tensor<2x5xf32>>}}
+  ad.accum_slice %c, %g {axis = 1 : i64, offset = 4 : i64} : !ad.cell<tensor<2x5xf32>>, tensor<2x2xf32>
+  func.return
+}
+
+// -----
+
+func.func @accum_slice_element_type(%c: !ad.cell<tensor<2x5xf32>>, %g: tensor<2x2xf64>) {
+  // expected-error@+1 {{'ad.accum_slice': piece tensor<2x2xf64> does not match the element type of !ad.cell<tensor<2x5xf32>>}}
+  ad.accum_slice %c, %g {axis = 1 : i64, offset = 0 : i64} : !ad.cell<tensor<2x5xf32>>, tensor<2x2xf64>
+  func.return
+}
+
+// -----
+
+func.func @flush_a_tensor(%c: tensor<3xf32>) {
+  // expected-error@+1 {{'ad.flush_products' writes into a cell, got tensor<3xf32>}}
+  ad.flush_products %c : tensor<3xf32>
+  func.return
+}
