@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     StringAttr,
 )
-from xdsl.ir import Attribute, Block, Operation, SSAValue
+from xdsl.ir import Block, Operation, SSAValue
 
 from lanterna.backends.c_like.arith import ARITH_OPS
 from lanterna.backends.c_like.elementwise import (
