@@ -151,7 +151,7 @@ class CpuBackend:
 
     default_pipeline = (
         "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,"
-        "fuse-elementwise"
+        "fuse-elementwise,plan-buffers"
     )
 
     def compile(

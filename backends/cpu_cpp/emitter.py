@@ -24,7 +24,6 @@ an `!ad.cell` is a `T*` (mutated in place by `ad.accum`), a closure is a
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,8 +43,9 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.traits import IsTerminator
+from xdsl.utils.exceptions import VerifyException
 
-from lanterna.ir import ad, cont, ln
+from lanterna.ir import ad, buf, cont, ln
 from lanterna.ir.types import check_size, to_numpy_dtype
 
 Lowering = Callable[["CEmitter", Operation], None]
@@ -105,77 +105,23 @@ class CEmitter:
         self.taken: set[str] = set()
         self.global_names: set[str] = set(_CPP_KEYWORDS) | set(LOOP_VARS)
         self.fn_names = {name: self._global_name("fn_" + _sanitize(name)) for name in self.funcs}
-        # Buffer reuse: values whose buffer their op allocated, and values that
-        # are another value's buffer under a new name.
-        self.reuse = os.environ.get("LANTERNA_CPU_REUSE", "1") != "0"
-        self.owned: set[SSAValue] = set()
         self.done: set[Operation] = set()  # ops another op's lowering already covered
-        self.aliased_by: dict[SSAValue, list[SSAValue]] = {}
         # Facts about the whole module that a lowering computes once, by its own key.
         self.facts: dict[str, Any] = {}
-        # Values the entry function returns, made in its body, by output index: their
-        # op writes them straight into the caller's output buffer (`lanterna::output`).
-        self.destinations: dict[SSAValue, int] = {}
+        # Buffers are placed by `plan-buffers` (`buf.release`, `buf.take_*`,
+        # `{buf.output}`). Interim, while a few lowerings still decide on their own
+        # to name a value without a buffer that reads its operands' buffers later
+        # (an absorbed transpose, a concatenation added into a cell piece by piece):
+        # such a borrower's sources, and the releases of them that wait for it.
+        self.borrowed: dict[SSAValue, list[SSAValue]] = {}
+        self.waiting: dict[SSAValue, set[SSAValue]] = {}
 
     # --- buffers ----------------------------------------------------------------------------
 
-    def owns(self, v: SSAValue) -> None:
-        """`v`'s buffer was allocated by its op, for it alone."""
-        self.owned.add(v)
-
     def aliases(self, v: SSAValue, src: SSAValue) -> None:
-        """`v` is `src`'s buffer (a reshape): `src` lives as long as `v` does."""
-        self.aliased_by.setdefault(src, []).append(v)
-
-    def release_after_last_use(self, block: Block, marks: list[tuple[Operation, int]]) -> None:
-        """Insert `lanterna::release` of each buffer the block's ops allocated, after
-        the op of this block holding its last use, when nothing can see the buffer
-        later: no use passes it on (a yield, a return, a call, a closure capture, a
-        loop's initial value, a stack) and every use is in this block or in regions
-        of its ops. The arena then hands the buffer to the next request of its size."""
-        position = {op: i for i, (op, _) in enumerate(marks)}
-        releases: dict[int, list[SSAValue]] = {}
-        for i, (op, _) in enumerate(marks):
-            for r in op.results:
-                if r not in self.owned:
-                    continue
-                last = self._last_use(r, block, position, i)
-                if last is not None:
-                    releases.setdefault(last, []).append(r)
-        indent = "    " * self.depth
-        for i in sorted(releases, reverse=True):
-            at = marks[i][1]
-            lines = [
-                f"{indent}lanterna::release({self.names[r]}, {_buffer_bytes(r.type)});"
-                for r in releases[i]
-            ]
-            self.lines[at:at] = lines
-
-    def _last_use(
-        self, v: SSAValue, block: Block, position: dict[Operation, int], start: int
-    ) -> int | None:
-        last = start
-        family, seen = [v], {v}
-        while family:
-            value = family.pop()
-            for alias in self.aliased_by.get(value, []):
-                if alias not in seen:
-                    seen.add(alias)
-                    family.append(alias)
-            for use in value.uses:
-                user = use.operation
-                if user.has_trait(IsTerminator) or isinstance(user, _PASSES_ON):
-                    return None
-                while user.parent_block() is not block:
-                    parent = user.parent_op()
-                    if parent is None or isinstance(parent, cont.LambdaOp):
-                        return None
-                    user = parent
-                at = position.get(user)
-                if at is None:
-                    return None
-                last = max(last, at)
-        return last
+        """`v` has no buffer of its own and reads `src`'s later: a release of `src`
+        placed before `v`'s waits for it (see `emitter_ops._release`)."""
+        self.borrowed.setdefault(v, []).append(src)
 
     # --- names ------------------------------------------------------------------------------
 
@@ -307,16 +253,12 @@ class CEmitter:
 
     def emit_block(self, block: Block, on_exit: Callable[[Operation], None]) -> None:
         """Emit a block's ops; its terminator is handed to `on_exit`."""
-        marks: list[tuple[Operation, int]] = []
         for op in block.ops:
             if op is block.last_op and op.has_trait(IsTerminator):
-                if self.reuse:
-                    self.release_after_last_use(block, marks)
                 self.line("// " + self.describe(op))
                 on_exit(op)
             else:
                 self.emit_op(op)
-                marks.append((op, len(self.lines)))
 
     def bind_args(self, args: Sequence[SSAValue], sources: Sequence[str]) -> None:
         """Declare block arguments as copies of `sources` (skipping unused ones)."""
@@ -383,32 +325,11 @@ class CEmitter:
             raise NotImplementedError(f"{self.backend} backend: @{name} has no body")
         self.taken = set()
         block = f.body.block
-        self.destinations = self._destinations(f) if entry else {}
         params = [self.define(a) for a in block.args]
         with self.scope(self.signature(name, params) + " {"):
             self.line("LANTERNA_STACK_CHECK();")
             self.emit_block(block, lambda term: self.returns(list(term.operands)))
         self.line()
-
-    def _destinations(self, f: func.FuncOp) -> dict[SSAValue, int]:
-        """The entry's results its body makes, each returned once, by output index,
-        unless something in the module calls the entry (a second activation would
-        write into the same outputs)."""
-        name = f.sym_name.data
-        for op in self.module.walk():
-            if isinstance(op, func.CallOp) and op.callee.string_value() == name:
-                return {}
-        ret = f.body.block.last_op
-        if not isinstance(ret, func.ReturnOp):
-            return {}
-        values = list(ret.operands)
-        return {
-            v: j
-            for j, v in enumerate(values)
-            if values.count(v) == 1
-            and isinstance(v.owner, Operation)
-            and v.owner.parent_block() is f.body.block
-        }
 
     def emit(self, entry: str) -> EmittedModule:
         if entry not in self.funcs:
@@ -422,16 +343,31 @@ class CEmitter:
         self.line("namespace {")
         self.line()
         names = self.reachable(entry)
+        self.check_output_slots(entry, names)
         for name in names:
             self.line(self.signature(name) + ";")
         self.line()
         for name in names:
             self.emit_function(name, entry=name == entry)
-        self.destinations = {}
         self.line("}  // namespace")
         self.line()
         self.emit_entry(entry)
         return EmittedModule("\n".join(self.lines) + "\n", inputs, outputs)
+
+    def check_output_slots(self, entry: str, names: Sequence[str]) -> None:
+        """Output slots (`{buf.output}`, placed by `plan-buffers`) are valid and
+        only in the entry, whose results they are."""
+        try:
+            buf.verify_output_slots(self.module)
+        except VerifyException as e:
+            raise NotImplementedError(f"{self.backend} backend: {e}") from None
+        for name in names:
+            if name != entry and any(
+                buf.output_slot(op) is not None for op in self.funcs[name].walk()
+            ):
+                raise NotImplementedError(
+                    f"{self.backend} backend: @{name} has output slots but is not the entry"
+                )
 
     def entry_tensor(
         self, entry: str, what: str, i: int, t: Attribute
@@ -497,24 +433,6 @@ class CEmitter:
         self.line("    const lanterna::ArenaStats& s = arena_stats_;")
         self.line("    out[0] = s.requested; out[1] = s.reused; out[2] = s.fresh; out[3] = s.held;")
         self.line("}")
-
-
-# Ops that hand an operand's buffer on to something that outlives them.
-_PASSES_ON = (
-    func.CallOp,
-    cont.ApplyOp,
-    cont.LambdaOp,
-    scf.ForOp,
-    scf.WhileOp,
-    ad.PushOp,
-    builtin.UnrealizedConversionCastOp,
-)
-
-
-def _buffer_bytes(t: Attribute) -> int:
-    if isinstance(t, ad.CellType):
-        t = t.elem
-    return _nbytes(t)
 
 
 def _numel(t: Attribute) -> int:
