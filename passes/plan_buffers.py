@@ -45,6 +45,7 @@ from xdsl.passes import ModulePass
 from xdsl.rewriter import InsertPoint, Rewriter
 from xdsl.traits import IsTerminator
 
+from lanterna.errors import PipelineError
 from lanterna.ir import ad, buf, cont, ln
 from lanterna.passes.registry import register_pass
 
@@ -69,6 +70,13 @@ class PlanBuffers(ModulePass):
     reuse: bool = True
 
     def apply(self, ctx: Context, op: builtin.ModuleOp) -> None:
+        for inner in op.walk():
+            if isinstance(inner, cont.ShiftOp | cont.ResetOp):
+                # A continuation may run code after its delimiter's last op: the
+                # uses in the IR would not say when a buffer is dead.
+                raise PipelineError(
+                    f"plan-buffers runs after lower-continuations: '{inner.name}' is left"
+                )
         called = buf.called_functions(op)
         for f in op.ops:
             if not isinstance(f, func.FuncOp) or not f.body.blocks:

@@ -11,6 +11,7 @@ import pytest
 from xdsl.dialects.builtin import ModuleOp
 
 from lanterna.backends.cpu_cpp.backend import CpuBackend
+from lanterna.errors import PipelineError
 from lanterna.ir import parse_module, print_ir
 from lanterna.ir.interpreter import Interpreter, InterpreterError
 from lanterna.passes import run_pipeline
@@ -278,6 +279,13 @@ def test_a_buffer_given_away_in_a_loop_body_is_caught_in_the_next_iteration(op, 
     module.verify()
     with pytest.raises(InterpreterError, match=message):
         Interpreter(module).call("f", np.ones(4, np.float32))
+
+
+def test_continuations_must_be_lowered_first():
+    module = parse_module((INPUTS / "ad_if.mlir").read_text())
+    run_pipeline(module, "reverse-ad{func=f argnums=0,1}")
+    with pytest.raises(PipelineError, match="plan-buffers runs after lower-continuations"):
+        run_pipeline(module, "plan-buffers")
 
 
 # --- every differentiation program through the whole cpu pipeline ---------------------------
