@@ -12,7 +12,7 @@ time step in `ln.checkpoint`) -- in five variants, each in a process of its own:
 * `checkpoint`: as `reverse-loops`, with each step's cell, output layer and loss
   in `ln.checkpoint`: only the step's inputs are saved, the rest is recomputed;
 * `reverse-loops, no reuse` and `checkpoint, no reuse`: the same two with the
-  arena's buffer reuse turned off (LANTERNA_CPU_REUSE=0).
+  arena's buffer reuse turned off (`plan-buffers{reuse=false}`).
 
 For each: the arena's footprint for the call (`fresh`: bytes it had to take
 from its chunks, i.e. the most the call's tensors needed at once, to 64-byte
@@ -39,7 +39,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_passes import load_model  # this folder is on the path when run as a script
+from bench_passes import (  # this folder is on the path when run as a script
+    load_model,
+    no_reuse_pipeline,
+)
 
 HERE = Path(__file__).resolve().parent
 VARIANTS = {
@@ -65,7 +68,6 @@ def run_variant(name: str, quick: bool, seq: int, steps: int) -> dict[str, Any]:
     from lanterna.backends.cpu_cpp.driver import load_bridge, prebuild
 
     no_reverse, checkpoint, reuse = VARIANTS[name]
-    os.environ["LANTERNA_CPU_REUSE"] = "1" if reuse else "0"
     prebuild()
     load_bridge()
     import lanterna as ln
@@ -78,6 +80,8 @@ def run_variant(name: str, quick: bool, seq: int, steps: int) -> dict[str, Any]:
     )
     passes = CpuBackend.default_pipeline.split(",")
     pipeline = ",".join(p for p in passes if not (no_reverse and p == "reverse-loops"))
+    if not reuse:
+        pipeline = no_reuse_pipeline(pipeline)
     # The model's own training step (its time steps in ln.checkpoint when asked),
     # compiled with this variant's pipeline.
     step = model.make_step(config, "cpu").__wrapped__

@@ -4,8 +4,8 @@ Compiles the LSTM character model's training step (benchmarks/models/lstm.py,
 forward + backward + Adagrad update in one call) with the cpu backend's default
 pipeline, and with that pipeline less one optional pass at a time
 (`lower-continuations` is required and always runs), and with the default
-pipeline but the cpu backend's buffer reuse off (`-buffer-reuse`,
-LANTERNA_CPU_REUSE=0). For every variant:
+pipeline but buffer reuse off (`-buffer-reuse`: `plan-buffers{reuse=false}`,
+which still writes results into the outputs). For every variant:
 
 * ops in the compiled module after the pipeline, by dialect (`ln`, `ad`, `cont`);
   ops inside an `ln.fused` body are not counted (they are one kernel), so the
@@ -45,6 +45,10 @@ HERE = Path(__file__).resolve().parent
 # xDSL installs a top-level `benchmarks` package, so ours are loaded under their own name.
 MODELS_PACKAGE = "lanterna_benchmark_models"
 REQUIRED = ("lower-continuations",)
+# Passes measured by a variant of their own instead of by their removal: without
+# `plan-buffers` nothing is released nor written into the outputs; `-buffer-reuse`
+# turns off the releases alone.
+OWN_VARIANT = ("plan-buffers",)
 DIALECTS = ("ln", "ad", "cont")
 
 
@@ -62,12 +66,18 @@ def load_model(name: str) -> Any:
     return importlib.import_module(f"{MODELS_PACKAGE}.{name}")
 
 
+def no_reuse_pipeline(pipeline: str) -> str:
+    """`pipeline` with buffer reuse off: its `plan-buffers` told `reuse=false`."""
+    passes = [p.strip() for p in pipeline.split(",") if p.strip()]
+    return ",".join("plan-buffers{reuse=false}" if p == "plan-buffers" else p for p in passes)
+
+
 def variants(default: str) -> list[tuple[str, str]]:
     """(label, pipeline): the default, then the default without each optional pass."""
     passes = [p.strip() for p in default.split(",") if p.strip()]
     out = [("default", ",".join(passes))]
     for p in passes:
-        if p.split("{", 1)[0] in REQUIRED:
+        if p.split("{", 1)[0] in REQUIRED + OWN_VARIANT:
             continue
         out.append((f"-{p}", ",".join(q for q in passes if q != p)))
     return out
@@ -131,9 +141,7 @@ class Variant:
     """One pipeline variant: its static counts, its compiled step and its own state
     (every variant starts from the same weights and sees the same batches)."""
 
-    def __init__(self, model: Any, config: Any, pipeline: str, steps: int, reuse: bool = True):
-        import os
-
+    def __init__(self, model: Any, config: Any, pipeline: str, steps: int):
         import lanterna as ln
         from lanterna.passes import run_pipeline
 
@@ -147,12 +155,9 @@ class Variant:
         module = self.jitted.lower(self.state, self.batches[0]).module
         run_pipeline(module, pipeline)
         self.row: dict[str, Any] = static_counts(module)
-        # Buffer reuse is decided when the step is compiled (its first call).
-        os.environ["LANTERNA_CPU_REUSE"] = "1" if reuse else "0"
         start = time.perf_counter()
         self.step(0)
         self.row["cold_s"] = time.perf_counter() - start
-        os.environ.pop("LANTERNA_CPU_REUSE")
         self.times: list[float] = []
 
     def step(self, i: int) -> None:
@@ -232,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         (label, pipeline, Variant(model, config, pipeline, steps))
         for label, pipeline in variants(CpuBackend.default_pipeline)
     ]
-    default = CpuBackend.default_pipeline
-    built.append(("-buffer-reuse", default, Variant(model, config, default, steps, reuse=False)))
+    no_reuse = no_reuse_pipeline(CpuBackend.default_pipeline)
+    built.append(("-buffer-reuse", no_reuse, Variant(model, config, no_reuse, steps)))
     # Round-robin over the variants, one step each, so drift in the machine's speed
     # falls on all of them alike.
     for i in range(1, steps + 1):
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "the number of `ad.zero_like`/`ad.zero_cell` ops left and their bytes. Allocated/step\n"
         "is what one step's allocations requested from the arena; footprint is what the step\n"
         "took from the arena's chunks after buffer reuse. `-buffer-reuse` is the default\n"
-        "pipeline compiled with the arena's buffer reuse off.\n"
+        "pipeline with `plan-buffers{reuse=false}` (no releases, no takeovers).\n"
         "Ratios are to the default pipeline, within this run.\n\n"
         f"Default pipeline: `{CpuBackend.default_pipeline}`\n\n" + text + "\n"
     )

@@ -1,7 +1,7 @@
 """The xDSL context holding every dialect lanterna reads and writes, and text I/O.
 
 IR is parsed and printed in MLIR's textual form. lanterna's own dialects (`ln`,
-`cont`, `ad`) sit beside the xDSL dialects it reuses: `builtin`, `func`, `scf`
+`cont`, `ad`, and `buf` for the buffer decisions of `plan-buffers`) sit beside the xDSL dialects it reuses: `builtin`, `func`, `scf`
 and `arith`.
 """
 
@@ -18,11 +18,12 @@ from xdsl.ir import Dialect, Operation
 from xdsl.printer import Printer
 
 from lanterna.ir.ad import AD
+from lanterna.ir.buf import Buf
 from lanterna.ir.cont import Cont
 from lanterna.ir.ln import LN
 from lanterna.ir.parsing import IRParser
 
-DIALECTS: tuple[Dialect, ...] = (Builtin, Func, Scf, Arith, LN, Cont, AD)
+DIALECTS: tuple[Dialect, ...] = (Builtin, Func, Scf, Arith, LN, Cont, AD, Buf)
 
 
 def make_context() -> Context:

@@ -38,7 +38,7 @@ from xdsl.dialects import builtin, func, scf
 from xdsl.ir import Block, Operation, Region, SSAValue
 
 from lanterna.errors import LanternaRuntimeError
-from lanterna.ir import ad, cont, ln
+from lanterna.ir import ad, buf, cont, ln
 from lanterna.ir.interp_arith import ARITH_SEMANTICS
 from lanterna.ir.ln import LN_OPS
 from lanterna.ir.types import to_numpy_dtype
@@ -66,16 +66,39 @@ class Env:
         e: Env | None = self
         while e is not None:
             try:
-                return e.vals[v]
+                value = e.vals[v]
             except KeyError:
                 e = e.parent
+                continue
+            if type(value) is GivenAway:
+                raise InterpreterError(value.message)
+            return value
         raise InterpreterError(f"value %{v.name_hint or '?'} is used before it is defined")
+
+    def give_away(self, v: SSAValue, message: str) -> None:
+        """Poison `v` where it is bound: a later use raises `message`."""
+        e: Env | None = self
+        while e is not None:
+            if v in e.vals:
+                e.vals[v] = GivenAway(message)
+                return
+            e = e.parent
 
     def bind(self, names: Sequence[SSAValue], values: Values) -> None:
         if len(names) != len(values):
             raise InterpreterError(f"{len(values)} values delivered for {len(names)} results")
         for n, v in zip(names, values):
             self.vals[n] = v
+
+
+class GivenAway:
+    """What a value is bound to once `buf.release` or a `buf.take_*` took its
+    buffer: reading it is an error of the pass that placed the buf op."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 class Cell:
@@ -300,6 +323,38 @@ def _apply(m: Interpreter, op: cont.ApplyOp, env: Env, k: Any, mk: Any) -> State
     return enter(closure.op.body, closure.env, args, k), mk, ()
 
 
+def _give_away(env: Env, op: Operation, v: SSAValue) -> None:
+    """Poison `v` and its views (`buf.storage`) in `env`: the buffer is gone."""
+    what = f"'{op.name} %{v.name_hint or '?'}'"
+    family = [v]
+    while family:
+        value = family.pop()
+        name = f"%{value.name_hint or '?'}"
+        env.give_away(value, f"{name} is used after {what} gave its buffer away")
+        for use in value.uses:
+            user = use.operation
+            if use.index == 0 and buf.storage(user) is buf.Storage.VIEW:
+                family.extend(user.results)
+
+
+def _release(m: Interpreter, op: buf.ReleaseOp, env: Env, k: Any, mk: Any) -> State:
+    env.get(op.value)  # a second release is a use after the first
+    _give_away(env, op, op.value)
+    return k, mk, ()
+
+
+def _take_cell(m: Interpreter, op: buf.TakeCellOp, env: Env, k: Any, mk: Any) -> State:
+    x = env.get(op.value)
+    _give_away(env, op, op.value)
+    return k, mk, [Cell(np.asarray(x))]
+
+
+def _take_load(m: Interpreter, op: buf.TakeLoadOp, env: Env, k: Any, mk: Any) -> State:
+    cell = env.get(op.cell)
+    _give_away(env, op, op.cell)
+    return k, mk, [cell.value]
+
+
 # --- simple ops ---------------------------------------------------------------------------
 
 
@@ -430,6 +485,9 @@ CONTROL: dict[type[Operation], ControlFn] = {
     cont.ApplyOp: _apply,
     ln.CheckpointOp: _inline,
     ln.CheckpointYieldOp: _deliver,
+    buf.ReleaseOp: _release,
+    buf.TakeCellOp: _take_cell,
+    buf.TakeLoadOp: _take_load,
 }
 
 TERMINATORS = frozenset(

@@ -41,8 +41,9 @@ from xdsl.dialects.builtin import (
 )
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.traits import IsTerminator
+from xdsl.utils.exceptions import VerifyException
 
-from lanterna.ir import ad, cont, ln
+from lanterna.ir import ad, buf, cont, ln
 from lanterna.ir.types import check_size, to_numpy_dtype
 
 # A lowering writes the C of one op through the emitter it is given.
@@ -138,13 +139,6 @@ class CLikeEmitter:
         """Declare a fresh buffer for the tensor result of `op` (an elementwise loop
         writes it) and return its name."""
         raise NotImplementedError(f"{self.backend} backend cannot allocate '{op.name}'")
-
-    def begin_function(self, f: func.FuncOp, entry: bool) -> None:
-        """Called before `f`'s body is emitted (`entry` when it is the entry function)."""
-
-    def end_block(self, block: Block, marks: list[tuple[Operation, int]]) -> None:
-        """Called before `block`'s terminator, with each op of the block emitted so far and
-        the index in the current stream just after its lines."""
 
     def emit_entry(self, entry: str) -> None:
         """Write the function the host calls, which runs `@entry` (after the functions)."""
@@ -301,15 +295,12 @@ class CLikeEmitter:
 
     def emit_block(self, block: Block, on_exit: Callable[[Operation], None]) -> None:
         """Emit a block's ops; its terminator is handed to `on_exit`."""
-        marks: list[tuple[Operation, int]] = []
         for op in block.ops:
             if op is block.last_op and op.has_trait(IsTerminator):
-                self.end_block(block, marks)
                 self.line("// " + self.describe(op))
                 on_exit(op)
             else:
                 self.emit_op(op)
-                marks.append((op, len(self.lines)))
 
     def function_prologue(self) -> None:
         if self.stack_check:
@@ -376,13 +367,12 @@ class CLikeEmitter:
         head = f"{self.function_qualifier} {ret}" if self.function_qualifier else ret
         return f"{head} {self.fn_names[name]}({', '.join(args)})"
 
-    def emit_function(self, name: str, entry: bool = False) -> None:
+    def emit_function(self, name: str) -> None:
         f = self.funcs[name]
         if not f.body.blocks:
             raise NotImplementedError(f"{self.backend} backend: @{name} has no body")
         self.taken = set()
         block = f.body.block
-        self.begin_function(f, entry)
         params = [self.define(a) for a in block.args]
         with self.scope(self.signature(name, params) + " {"):
             self.function_prologue()
@@ -406,15 +396,31 @@ class CLikeEmitter:
         self.line("namespace {")
         self.line()
         names = self.reachable(entry)
+        self.check_output_slots(entry, names)
         for name in names:
             self.line(self.signature(name) + ";")
         self.line()
         for name in names:
-            self.emit_function(name, entry=name == entry)
+            self.emit_function(name)
         self.line("}  // namespace")
         self.line()
         self.emit_entry(entry)
         return EmittedModule(self.render(), inputs, outputs)
+
+    def check_output_slots(self, entry: str, names: Sequence[str]) -> None:
+        """Output slots (`{buf.output}`, placed by `plan-buffers`) are valid and
+        only in the entry, whose results they are."""
+        try:
+            buf.verify_output_slots(self.module)
+        except VerifyException as e:
+            raise NotImplementedError(f"{self.backend} backend: {e}") from None
+        for name in names:
+            if name != entry and any(
+                buf.output_slot(op) is not None for op in self.funcs[name].walk()
+            ):
+                raise NotImplementedError(
+                    f"{self.backend} backend: @{name} has output slots but is not the entry"
+                )
 
     def entry_tensor(
         self, entry: str, what: str, i: int, t: Attribute

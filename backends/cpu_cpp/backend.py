@@ -151,7 +151,8 @@ class CpuBackend:
 
     default_pipeline = (
         "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,"
-        "fuse-elementwise,absorb-transposes,accumulate-products,accumulate-pieces,defer-products"
+        "fuse-elementwise,absorb-transposes,accumulate-products,accumulate-pieces,defer-products,"
+        "plan-buffers"
     )
 
     def compile(

@@ -9,8 +9,9 @@ entry function behind
     extern "C" int lanterna_entry(void* const* inputs, void* const* outputs,
                                   char* err, size_t errlen);
 
-and the buffer bookkeeping (which buffer is released when, which result is written
-straight into an output). `emitter_ops.CPU_OPS` is its op table: the core's
+and nothing else: which buffer is released when, which result is written straight
+into an output and every BLAS decision are ops of the IR it is given (placed by
+`plan-buffers` and the linalg passes). `emitter_ops.CPU_OPS` is its op table: the core's
 elementwise lowerings plus the cpu kernels of `runtime/lanterna_cpu.h`.
 
 Values: a tensor is a `const T*` into the per-call arena (immutable once made),
@@ -21,14 +22,11 @@ an `!ad.cell` is a `T*` (mutated in place by `ad.accum`), a closure is a
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from xdsl.dialects import builtin, func, scf
 from xdsl.dialects.builtin import ModuleOp, TensorType
-from xdsl.ir import Attribute, Block, Operation, SSAValue
-from xdsl.traits import IsTerminator
+from xdsl.ir import Attribute, Operation
 
 from lanterna.backends.c_like.emitter import (
     LOOP_VARS,
@@ -36,7 +34,6 @@ from lanterna.backends.c_like.emitter import (
     EmittedModule,
     c_string,
 )
-from lanterna.ir import ad, cont
 from lanterna.ir.types import to_numpy_dtype
 
 __all__ = ["IVDEP", "LOOP_VARS", "CpuEmitter", "EmittedModule", "Lowering", "emit_module"]
@@ -67,80 +64,6 @@ class CpuEmitter(CLikeEmitter):
     loop_pragma: ClassVar[str | None] = IVDEP
     stack_check: ClassVar[str | None] = "LANTERNA_STACK_CHECK();"
 
-    def __init__(self, module: ModuleOp, ops: dict[type[Operation], Lowering]):
-        super().__init__(module, ops)
-        # Buffer reuse: values whose buffer their op allocated, and values that
-        # are another value's buffer under a new name.
-        self.reuse = os.environ.get("LANTERNA_CPU_REUSE", "1") != "0"
-        self.owned: set[SSAValue] = set()
-        self.done: set[Operation] = set()  # ops another op's lowering already covered
-        self.aliased_by: dict[SSAValue, list[SSAValue]] = {}
-        # Facts about the whole module that a lowering computes once, by its own key.
-        self.facts: dict[str, Any] = {}
-        # Values the entry function returns, made in its body, by output index: their
-        # op writes them straight into the caller's output buffer (`lanterna::output`).
-        self.destinations: dict[SSAValue, int] = {}
-
-    # --- buffers ----------------------------------------------------------------------------
-
-    def owns(self, v: SSAValue) -> None:
-        """`v`'s buffer was allocated by its op, for it alone."""
-        self.owned.add(v)
-
-    def aliases(self, v: SSAValue, src: SSAValue) -> None:
-        """`v` is `src`'s buffer (a reshape): `src` lives as long as `v` does."""
-        self.aliased_by.setdefault(src, []).append(v)
-
-    def release_after_last_use(self, block: Block, marks: list[tuple[Operation, int]]) -> None:
-        """Insert `lanterna::release` of each buffer the block's ops allocated, after
-        the op of this block holding its last use, when nothing can see the buffer
-        later: no use passes it on (a yield, a return, a call, a closure capture, a
-        loop's initial value, a stack) and every use is in this block or in regions
-        of its ops. The arena then hands the buffer to the next request of its size."""
-        position = {op: i for i, (op, _) in enumerate(marks)}
-        releases: dict[int, list[SSAValue]] = {}
-        for i, (op, _) in enumerate(marks):
-            for r in op.results:
-                if r not in self.owned:
-                    continue
-                last = self._last_use(r, block, position, i)
-                if last is not None:
-                    releases.setdefault(last, []).append(r)
-        indent = "    " * self.depth
-        for i in sorted(releases, reverse=True):
-            at = marks[i][1]
-            lines = [
-                f"{indent}lanterna::release({self.names[r]}, {_buffer_bytes(r.type)});"
-                for r in releases[i]
-            ]
-            self.lines[at:at] = lines
-
-    def _last_use(
-        self, v: SSAValue, block: Block, position: dict[Operation, int], start: int
-    ) -> int | None:
-        last = start
-        family, seen = [v], {v}
-        while family:
-            value = family.pop()
-            for alias in self.aliased_by.get(value, []):
-                if alias not in seen:
-                    seen.add(alias)
-                    family.append(alias)
-            for use in value.uses:
-                user = use.operation
-                if user.has_trait(IsTerminator) or isinstance(user, _PASSES_ON):
-                    return None
-                while user.parent_block() is not block:
-                    parent = user.parent_op()
-                    if parent is None or isinstance(parent, cont.LambdaOp):
-                        return None
-                    user = parent
-                at = position.get(user)
-                if at is None:
-                    return None
-                last = max(last, at)
-        return last
-
     # --- the core's hooks ------------------------------------------------------------------
 
     def fail(self, message: str) -> str:
@@ -157,36 +80,7 @@ class CpuEmitter(CLikeEmitter):
 
         return result(self, op)[0]
 
-    def begin_function(self, f: func.FuncOp, entry: bool) -> None:
-        self.destinations = self._destinations(f) if entry else {}
-
-    def end_block(self, block: Block, marks: list[tuple[Operation, int]]) -> None:
-        """Before a block's terminator: release the buffers that die in the block."""
-        if self.reuse:
-            self.release_after_last_use(block, marks)
-
-    def _destinations(self, f: func.FuncOp) -> dict[SSAValue, int]:
-        """The entry's results its body makes, each returned once, by output index,
-        unless something in the module calls the entry (a second activation would
-        write into the same outputs)."""
-        name = f.sym_name.data
-        for op in self.module.walk():
-            if isinstance(op, func.CallOp) and op.callee.string_value() == name:
-                return {}
-        ret = f.body.block.last_op
-        if not isinstance(ret, func.ReturnOp):
-            return {}
-        values = list(ret.operands)
-        return {
-            v: j
-            for j, v in enumerate(values)
-            if values.count(v) == 1
-            and isinstance(v.owner, Operation)
-            and v.owner.parent_block() is f.body.block
-        }
-
     def emit_entry(self, entry: str) -> None:
-        self.destinations = {}
         ft = self.funcs[entry].function_type
         ins, outs = list(ft.inputs.data), list(ft.outputs.data)
         self.taken = set()
@@ -238,24 +132,6 @@ class CpuEmitter(CLikeEmitter):
         self.line("    const lanterna::ArenaStats& s = arena_stats_;")
         self.line("    out[0] = s.requested; out[1] = s.reused; out[2] = s.fresh; out[3] = s.held;")
         self.line("}")
-
-
-# Ops that hand an operand's buffer on to something that outlives them.
-_PASSES_ON = (
-    func.CallOp,
-    cont.ApplyOp,
-    cont.LambdaOp,
-    scf.ForOp,
-    scf.WhileOp,
-    ad.PushOp,
-    builtin.UnrealizedConversionCastOp,
-)
-
-
-def _buffer_bytes(t: Attribute) -> int:
-    if isinstance(t, ad.CellType):
-        t = t.elem
-    return _nbytes(t)
 
 
 def _numel(t: Attribute) -> int:

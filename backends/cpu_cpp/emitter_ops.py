@@ -14,7 +14,7 @@ from xdsl.dialects.builtin import (
     DenseIntOrFPElementsAttr,
     StringAttr,
 )
-from xdsl.ir import Block, Operation, SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from lanterna.backends.c_like.arith import ARITH_OPS
 from lanterna.backends.c_like.elementwise import (
@@ -32,9 +32,9 @@ from lanterna.backends.c_like.emitter import c_string
 # C-like core moved out).
 from lanterna.backends.cpu_cpp.emitter import IVDEP, Lowering
 from lanterna.backends.cpu_cpp.emitter import CpuEmitter as CEmitter
-from lanterna.ir import ad, ln
+from lanterna.ir import ad, buf, ln
 from lanterna.ir.ln.base import error_origin, get_float, get_int, get_ints
-from lanterna.ir.types import is_float
+from lanterna.ir.types import is_float, to_numpy_dtype
 
 __all__ = ["CPU_OPS", "element", "fill_literal", "literal", "numel", "shape", "strides"]
 
@@ -42,25 +42,36 @@ __all__ = ["CPU_OPS", "element", "fill_literal", "literal", "numel", "shape", "s
 
 
 def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
-    """Declare the op's tensor result as a fresh buffer: (name, C element type, size).
-    A result the entry function returns is written straight into its output."""
+    """Declare the op's result (a tensor or a cell) as a fresh buffer: (name, C
+    element type, size). With an output slot (`{buf.output = j}`, placed by
+    `plan-buffers`) the buffer is the caller's output #j."""
+    _check_storage(em, op, buf.Storage.FRESH)
     r = op.results[0]
     c = em.scalar_type(element(r))
     n = numel(r)
     name = em.define(r)
-    j = em.destinations.get(r)
+    j = buf.output_slot(op)
     if j is None:
         em.line(f"{c}* {name} = lanterna::alloc<{c}>({n});")
     else:
         em.line(f"{c}* {name} = lanterna::output<{c}>({j}, {n});")
-    em.owns(r)
     return name, c, n
 
 
 def alias(em: CEmitter, op: Operation, src: SSAValue) -> None:
+    """Declare the op's result as `src`'s buffer under a new name."""
+    _check_storage(em, op, buf.Storage.VIEW, buf.Storage.TAKEN)
     r = op.results[0]
     em.line(f"{em.ctype(r.type)} {em.define(r)} = {em.ref(src)};")
-    em.aliases(r, src)
+
+
+def _check_storage(em: CEmitter, op: Operation, *kinds: buf.Storage) -> None:
+    """The lowering agrees with `buf.storage`, which `plan-buffers` planned by."""
+    if buf.storage(op) not in kinds:
+        raise NotImplementedError(
+            f"{em.backend} backend: the lowering of '{op.name}' disagrees with "
+            f"buf.storage ({buf.storage(op).value})"
+        )
 
 
 def arr(values: Sequence[int]) -> str:
@@ -95,10 +106,8 @@ def _constant(em: CEmitter, op: Operation) -> None:
 
 
 def _fill(em: CEmitter, op: Operation) -> None:
-    r = op.results[0]
-    c = em.scalar_type(element(r))
-    em.line(f"{c}* {em.define(r)} = lanterna::filled<{c}>({numel(r)}, {fill_literal(em, op)});")
-    em.owns(r)
+    y, _, n = result(em, op)
+    em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {fill_literal(em, op)};")
 
 
 # --- reductions -----------------------------------------------------------------------------
@@ -109,7 +118,7 @@ def _reduce(em: CEmitter, op: Operation) -> None:
     axes = get_ints(op.properties, "axes")
     dims = list(shape(x))
     c = em.scalar_type(element(x))
-    if not axes:
+    if buf.storage(op) is buf.Storage.VIEW:  # no axes: the operand itself
         alias(em, op, x)
         return
     # Reduce runs of adjacent axes, last run first; each run is one [outer, n, inner] pass.
@@ -121,7 +130,7 @@ def _reduce(em: CEmitter, op: Operation) -> None:
             runs.append([a])
     kernel = "reduce_max" if isinstance(op, ln.MaxOp) else "reduce_sum"
     src = em.ref(x)
-    out_name = em.define(op.results[0])
+    hint = op.results[0].name_hint or op.name.split(".")[-1]
     for k, run in enumerate(reversed(runs)):
         outer = math.prod(dims[: run[0]])
         extent = math.prod(dims[run[0] : run[-1] + 1])
@@ -129,15 +138,17 @@ def _reduce(em: CEmitter, op: Operation) -> None:
         for a in run:
             dims[a] = 1
         last = k == len(runs) - 1
-        dst = out_name if last else em.fresh(f"{out_name}_part")
-        em.line(f"{c}* {dst} = lanterna::alloc<{c}>({outer * inner});")
+        if last:
+            # The result itself: a buffer of its own or the caller's output.
+            dst, _, _ = result(em, op)
+        else:
+            dst = em.fresh(f"{hint}_part")
+            em.line(f"{c}* {dst} = lanterna::alloc<{c}>({outer * inner});")
         args = f"{src}, {dst}, {outer}, {extent}, {inner}"
         if last and isinstance(op, ln.MeanOp):
             # The kernel divides the sum while it is still in double.
             args += f", {math.prod(shape(x)[a] for a in axes)}"
         em.line(f"lanterna::{kernel}({args});")
-        if last:
-            em.owns(op.results[0])
         src = dst
 
 
@@ -419,7 +430,6 @@ def _zero_like(em: CEmitter, op: Operation) -> None:
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::zeros<{c}>({numel(r)});")
-    em.owns(r)
 
 
 def _flush_products(em: CEmitter, op: Operation) -> None:
@@ -455,53 +465,42 @@ def _accum(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _final_load(op: Operation) -> bool:
-    """Whether nothing touches the cell after this load: it is defined in the
-    load's block (so no later loop iteration comes back to it) and every other
-    use comes earlier in that block."""
-    cell = op.operands[0]
-    block = op.parent_block()
-    home = cell.owner if isinstance(cell.owner, Block) else cell.owner.parent_block()
-    if block is None or home is not block:
-        return False
-    for use in cell.uses:
-        user = use.operation
-        if user is op:
-            continue
-        while user.parent_block() is not block:
-            user = user.parent_op()
-            if user is None:
-                return False
-        if block.get_operation_index(user) > block.get_operation_index(op):
-            return False
-    return True
-
-
 def _load(em: CEmitter, op: Operation) -> None:
-    if _final_load(op):
-        # The cell's last use: its buffer becomes the value, no copy.
-        alias(em, op, op.operands[0])
-        return
     # A snapshot: later accumulations must not change the loaded value.
-    r = op.results[0]
-    c = em.scalar_type(element(r))
-    em.line(f"const {c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
-    em.owns(r)
+    _copy(em, op, op.operands[0])
 
 
 def _cell_from(em: CEmitter, op: Operation) -> None:
-    x = op.operands[0]
-    if x in em.owned and x.has_one_use():
-        # Nothing else sees the value: the cell takes its buffer over.
-        r = op.results[0]
-        em.line(f"{em.ctype(r.type)} {em.define(r)} = const_cast<{em.ctype(r.type)}>({em.ref(x)});")
-        em.aliases(r, x)
-        return
     # A fresh buffer: accumulations into the cell must not change the operand.
+    _copy(em, op, op.operands[0])
+
+
+def _copy(em: CEmitter, op: Operation, src: SSAValue) -> None:
+    y, _, n = result(em, op)
+    em.line(IVDEP)
+    em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {em.ref(src)}[i_];")
+
+
+# --- buffers (placed by plan-buffers) -------------------------------------------------------
+
+
+def _take_cell(em: CEmitter, op: Operation) -> None:
+    """The cell is the value's buffer, which nothing else sees any more."""
     r = op.results[0]
-    c = em.scalar_type(element(r))
-    em.line(f"{c}* {em.define(r)} = lanterna::copy({em.ref(op.operands[0])}, {numel(r)});")
-    em.owns(r)
+    ctype = em.ctype(r.type)
+    em.line(f"{ctype} {em.define(r)} = const_cast<{ctype}>({em.ref(op.operands[0])});")
+
+
+def _take_load(em: CEmitter, op: Operation) -> None:
+    """The cell's last use: its buffer becomes the value, no copy."""
+    alias(em, op, op.operands[0])
+
+
+def _release(em: CEmitter, op: Operation) -> None:
+    """The arena hands the buffer to the next request of its size."""
+    v = op.operands[0]
+    nbytes = numel(v) * to_numpy_dtype(element(v)).itemsize
+    em.line(f"lanterna::release({em.ref(v)}, {nbytes});")
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -557,4 +556,7 @@ CPU_OPS: dict[type[Operation], Lowering] = {
     ad.StackOp: _new_stack,
     ad.PushOp: _push,
     ad.PopOp: _pop,
+    buf.ReleaseOp: _release,
+    buf.TakeCellOp: _take_cell,
+    buf.TakeLoadOp: _take_load,
 }

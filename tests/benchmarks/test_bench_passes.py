@@ -43,9 +43,11 @@ def test_bench_passes_quick(tmp_path):
         assert 0 < row["footprint_bytes"] <= row["requested_bytes"]
     # Removing a pass never leaves fewer zero-filled buffers than the full pipeline.
     assert rows["-elide-zero-adjoints"]["zero_like"] >= rows["default"]["zero_like"]
-    # Without reuse every request takes fresh memory; with it, less.
+    # Without reuse every request takes fresh memory; with it, less. (Without
+    # takeovers, cells and final loads copy: more is requested, too.)
     off = rows["-buffer-reuse"]
-    assert off["footprint_bytes"] == off["requested_bytes"] == rows["default"]["requested_bytes"]
+    assert "plan-buffers{reuse=false}" in off["pipeline"]
+    assert off["footprint_bytes"] == off["requested_bytes"] >= rows["default"]["requested_bytes"]
     assert rows["default"]["footprint_bytes"] < off["footprint_bytes"]
     # Without reverse-loops the time loop is a recursive closure again.
     assert rows["-reverse-loops"]["cont_ops"] > 0 and rows["default"]["cont_ops"] == 0

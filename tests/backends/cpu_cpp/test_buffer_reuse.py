@@ -1,7 +1,7 @@
-"""Buffer reuse in the cpu arena: generated code releases a buffer after its last
-use and the next request of its size takes it back; the arena reports what a
-call asked of it. Results are checked against the interpreter; the byte counts
-are exact consequences of the reuse rule, not timings."""
+"""Buffer reuse in the cpu arena: `plan-buffers` releases a buffer after its last
+use, the generated code hands it back and the next request of its size takes it;
+the arena reports what a call asked of it. Results are checked against the
+interpreter; the byte counts are exact consequences of the reuse rule, not timings."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 import lanterna as ln
 from lanterna.backends import get_backend
+from lanterna.backends.cpu_cpp.backend import CpuBackend
 from lanterna.backends.cpu_cpp.emitter import emit_module
 from lanterna.ir import parse_module
 from lanterna.ir.interpreter import Interpreter
@@ -33,11 +34,21 @@ func.func @f(%x: tensor<1000xf32>) -> tensor<1000xf32> {
   func.return %r : tensor<1000xf32>
 }
 """
+# The cpu pipeline with buffer reuse off (its last pass, `plan-buffers`, told so).
+NO_REUSE = CpuBackend.default_pipeline.replace("plan-buffers", "plan-buffers{reuse=false}")
 BUFFER = 4032  # 1000 float32, rounded up to the arena's 64-byte alignment
 
 
-def _run(trips: int, x: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
-    module = parse_module(LOOP.replace("TRIPS", str(trips)))
+def planned(text: str, pipeline: str = "plan-buffers"):
+    module = parse_module(text)
+    run_pipeline(module, pipeline)
+    return module
+
+
+def _run(trips: int, x: np.ndarray, reuse: bool = True) -> tuple[np.ndarray, dict[str, int]]:
+    module = planned(
+        LOOP.replace("TRIPS", str(trips)), f"plan-buffers{{reuse={str(reuse).lower()}}}"
+    )
     compiled = get_backend("cpu").compile(module, "f")
     (out,) = compiled(x)
     (want,) = Interpreter(module).call("f", x)
@@ -46,7 +57,7 @@ def _run(trips: int, x: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
 
 
 def test_intermediates_are_released_after_their_last_use():
-    source = emit_module(parse_module(LOOP.replace("TRIPS", "3")), "f").source
+    source = emit_module(planned(LOOP.replace("TRIPS", "3")), "f").source
     body = source[source.index("for (int64_t") :]
     # a dies at b, b at c; c is handed to the next iteration and stays.
     assert body.index("lanterna::release(a, 4000);") > body.index("lanterna::tanh")
@@ -54,7 +65,7 @@ def test_intermediates_are_released_after_their_last_use():
     assert "release(c," not in body
 
 
-def test_each_iteration_reuses_the_previous_ones_buffers(monkeypatch):
+def test_each_iteration_reuses_the_previous_ones_buffers():
     x = np.linspace(-1, 1, 1000, dtype=np.float32)
     _, few = _run(10, x)
     _, many = _run(100, x)
@@ -64,8 +75,8 @@ def test_each_iteration_reuses_the_previous_ones_buffers(monkeypatch):
     assert many["requested"] - few["requested"] == 90 * 3 * BUFFER
     assert many["reused"] - few["reused"] == 90 * 2 * BUFFER
     assert many["held"] >= many["fresh"]
-    monkeypatch.setenv("LANTERNA_CPU_REUSE", "0")
-    _, plain = _run(100, x)
+    # Reuse off is a pipeline option: no releases, every request is fresh.
+    _, plain = _run(100, x, reuse=False)
     assert plain["reused"] == 0
     assert plain["fresh"] == plain["requested"] == many["requested"]
 
@@ -104,7 +115,7 @@ def test_slice_adjoints_add_into_their_ranges_without_building_the_concatenation
     """What a slice's adjoint makes -- a concatenation with zeros, accumulated --
     adds each nonzero piece into its range of the cell. (%a is accumulated twice,
     so it is built; %b is not.)"""
-    module = run_pipeline(parse_module(PIECES), "accumulate-pieces")
+    module = planned(PIECES, "accumulate-pieces,plan-buffers")
     source = emit_module(module, "f").source
     assert source.count("lanterna::copy_strided") == 2, source  # %a's two pieces only
     g = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -125,7 +136,7 @@ func.func @f(%w: tensor<1000xf32>, %g: tensor<1000xf32>) -> (tensor<1000xf32>, t
 
 
 def test_the_entrys_results_are_written_straight_into_the_outputs():
-    module = parse_module(DESTINATIONS)
+    module = planned(DESTINATIONS)
     source = emit_module(module, "f").source
     assert "lanterna::output<float>(0, 1000)" in source
     assert "lanterna::output<float>(1, 1000)" in source
@@ -142,7 +153,7 @@ def test_the_entrys_results_are_written_straight_into_the_outputs():
 def test_a_donated_output_is_not_written_while_the_call_still_reads_its_input():
     # %n's output is %w's buffer, and %m reads %w after %n is made: %n must wait
     # in the arena until the end of the call.
-    module = parse_module(DESTINATIONS)
+    module = planned(DESTINATIONS)
     compiled = get_backend("cpu").compile(module, "f", donate=(0,))
     w = np.linspace(-1, 1, 1000, dtype=np.float32)
     w0, g = w.copy(), np.full(1000, 0.5, np.float32)
@@ -156,7 +167,7 @@ def test_a_donated_output_is_not_written_while_the_call_still_reads_its_input():
 def test_an_entry_that_calls_itself_keeps_its_results_in_the_arena():
     # Each activation of @f makes its own %y: were they written into output 0,
     # the inner ones would overwrite the outer one.
-    module = parse_module(
+    module = planned(
         """
         func.func @f(%x: tensor<4xf32>, %t: tensor<i64>) -> (tensor<4xf32>, tensor<4xf32>) {
           %y = ln.tanh %x : tensor<4xf32>
@@ -180,3 +191,72 @@ def test_an_entry_that_calls_itself_keeps_its_results_in_the_arena():
     np.testing.assert_allclose(y, np.tanh(x), rtol=1e-6)
     np.testing.assert_allclose(r, np.tanh(np.tanh(np.tanh(np.tanh(x)))), rtol=1e-6)
     assert "lanterna::output<" not in emit_module(module, "f").source
+
+
+def test_without_plan_buffers_nothing_is_released_or_written_in_place():
+    """The emitter decides nothing about buffers: IR that did not go through
+    `plan-buffers` is printed with every buffer kept and every result copied out."""
+    source = emit_module(parse_module(LOOP.replace("TRIPS", "3")), "f").source
+    assert "lanterna::release(" not in source
+    source = emit_module(parse_module(DESTINATIONS), "f").source
+    assert "lanterna::output<" not in source
+
+
+# Reductions and losses whose result the entry returns; each is written into output 0.
+RETURNED = {
+    "sum": "ln.sum %x {axes = array<i64: 0, 1>} : tensor<4x5xf32>",
+    "mean": "ln.mean %x {axes = array<i64: 0>} : tensor<4x5xf32>",
+    "max": "ln.max %x {axes = array<i64: 1>} : tensor<4x5xf32>",
+    "cross_entropy": 'ln.cross_entropy %x, %t {reduction = "mean"} : '
+    "tensor<4x5xf32>, tensor<4xi64>",
+    "nll_loss": 'ln.nll_loss %x, %t {reduction = "sum"} : tensor<4x5xf32>, tensor<4xi64>',
+}
+RESULT_TYPES = {"sum": "f32", "mean": "5xf32", "max": "4xf32"}
+
+
+@pytest.mark.parametrize("name", sorted(RETURNED))
+def test_a_returned_reduction_or_loss_is_written_into_the_output(name):
+    result = f"tensor<{RESULT_TYPES.get(name, 'f32')}>"
+    module = planned(
+        f"""
+        func.func @f(%x: tensor<4x5xf32>, %t: tensor<4xi64>) -> {result} {{
+          %r = {RETURNED[name]}
+          func.return %r : {result}
+        }}
+        """,
+        CpuBackend.default_pipeline,
+    )
+    source = emit_module(module, "f").source
+    assert "float* r = lanterna::output<float>(0, " in source, source
+    x = np.linspace(-2, 2, 20, dtype=np.float32).reshape(4, 5)
+    t = np.array([0, 4, 2, 1])
+    compiled = get_backend("cpu").compile(module, "f")
+    (got,) = compiled(x, t)
+    (want,) = Interpreter(module).call("f", x, t)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    # Only what a loss needs inside (cross-entropy's log-probabilities) is allocated.
+    assert compiled.arena_stats()["requested"] == (128 if name == "cross_entropy" else 0)
+
+
+def test_jit_writes_a_returned_sum_into_its_output():
+    f = ln.jit(lambda x: ln.sum(x), backend="cpu")
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert float(f(x)) == 66.0
+    assert f.memory_stats()["requested"] == 0
+    # Reuse off keeps the output slots: they are not a matter of reuse.
+    g = ln.jit(lambda x: ln.sum(x), backend="cpu", pipeline=NO_REUSE)
+    assert float(g(x)) == 66.0
+    assert g.memory_stats()["requested"] == 0
+
+
+def test_reuse_off_is_a_pipeline_option_of_jit():
+    def step(x, w):
+        return ln.grad(lambda w, x: ln.sum(ln.tanh(x @ w) ** 2))(w, x)
+
+    x, w = np.ones((4, 8), np.float32), np.full((8, 8), 0.1, np.float32)
+    on = ln.jit(step, backend="cpu")
+    off = ln.jit(step, backend="cpu", pipeline=NO_REUSE)
+    np.testing.assert_allclose(on(x, w), off(x, w), rtol=1e-6)
+    assert on.memory_stats()["reused"] > 0
+    assert off.memory_stats()["reused"] == 0
+    assert off.memory_stats()["fresh"] > on.memory_stats()["fresh"]

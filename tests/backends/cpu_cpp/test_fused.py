@@ -79,6 +79,7 @@ def test_a_fused_op_is_one_loop_nest(cache_dir):
     }
     """
     module = parse_module(text)
+    run_pipeline(module, "plan-buffers")  # places the output slot
     source = emit_module(module, "g").source
     body = source.split("static const double* fn_g(")[2].split("return r;")[0]
     # Two nested loops over 4x3, one store, and no buffer but the result.
