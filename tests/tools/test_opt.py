@@ -18,9 +18,9 @@ from xdsl.passes import ModulePass
 from lanterna.backends import available_backends
 from lanterna.ir import parse_module, print_ir
 from lanterna.passes import available_passes, register_pass
-from lanterna.passes.opt_main import main
+from lanterna.tools.opt import main
 
-INPUTS = Path(__file__).parent / "inputs"
+INPUTS = Path(__file__).parents[1] / "passes" / "inputs"
 CSE_DCE = INPUTS / "cse_dce.mlir"
 CELLS = INPUTS / "cells.mlir"
 MALFORMED = INPUTS / "malformed.mlir"
@@ -455,7 +455,7 @@ def test_console_script(tmp_path):
 
 def test_python_dash_m(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lanterna.passes.opt_main", "-", "-p", "dce"],
+        [sys.executable, "-m", "lanterna.tools.opt", "-", "-p", "dce"],
         input=CSE_DCE.read_text(),
         capture_output=True,
         text=True,
