@@ -164,6 +164,21 @@ def test_generic_target_reparses_to_the_same_module(capsys):
     assert print_ir(reparse(out)) + "\n" == custom
 
 
+def test_cpp_target_prints_the_generated_source(capsys, monkeypatch):
+    # The target is registered by the backends (lanterna.backends.targets); the tool
+    # only looks it up by name.
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CSE_DCE.read_text()))
+    rc, out, err = opt(capsys, "-", "-p", "cse,dce", "-t", "cpp")
+    assert rc == 1 and err.startswith("<stdin>: error: target 'cpp': ")
+    assert "no lowering for 'cont.reset'" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CSE_DCE.read_text()))
+    rc, out, err = opt(capsys, "-", "-p", "cse,dce,lower-continuations", "-t", "cpp")
+    assert rc == 0, err
+    assert '#include "lanterna_cpu.h"' in out and 'extern "C" int lanterna_entry' in out
+    # cse merged the two adds: one add, then the product of the sum with itself.
+    assert out.count("ln.add") == 1 and "ln.mul" in out and "ln.exp" not in out
+
+
 def test_stdin(capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(CSE_DCE.read_text()))
     rc, out, _ = opt(capsys, "-", "-p", "dce")
