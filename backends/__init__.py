@@ -1,29 +1,46 @@
-"""Backends: where a traced and transformed module runs.
+"""Backends: where a traced and transformed module runs -- the last stage of the pipeline.
 
-A backend is registered by name (`"interp"`, `"cpu"`) with
-a factory that builds it on first use. A backend object has
+This module is the contract between the frontend (and tools) and every backend, and
+the registry of backends by name. It imports no backend: each is registered by the
+import path of its class (or a factory) and built on first use, and its availability
+is asked of a cheap check that imports nothing heavy either. So `import
+lanterna.backends` costs no emitter, driver or compiler lookup.
 
+A backend (`Backend`) states what it accepts and what it needs:
+
+* `name`: the name it is registered under (`"interp"`, `"cpu"`);
 * `default_pipeline`: the pass pipeline string `ln.jit` runs before compiling
   (empty when the backend runs every level of the IR, as the interpreter does);
-* `compile(module, fn_name)`: a callable taking numpy arrays (one per argument of
-  `@fn_name`) and returning a tuple of numpy arrays (one per result).
+* `available()` and `unavailable_reason()`: whether it can compile here, and if not,
+  what is missing (e.g. no g++ on PATH);
+* `compile(module, fn_name, *, donate=())`: an `Executable` for `@fn_name`. `donate`
+  lists argument indices whose buffers results may take over; it is a permission,
+  never a promise, so a backend that cannot reuse buffers accepts and ignores it.
+
+An `Executable` is called with numpy arrays (one per argument of `@fn_name`), returns
+a tuple of numpy arrays (one per result), and reports `memory_stats()`: what the last
+call asked of the backend's memory, or `{}` on a backend that does not measure.
 
 The emitters, compiler drivers and runtimes live in the subpackages
-`backends.cpu_cpp` and `backends.cuda`; this module only knows their names.
+(`backends.cpu_cpp`); the services they share (the compile cache, `backends.cache`;
+the output targets of `lanterna-opt -t`, `backends.targets`) live beside this module.
+Layers point one way: backends import `lanterna.ir` and `lanterna.errors`, never
+`lanterna.passes`, `lanterna.tools` or the frontend.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Callable
-from typing import Any, Protocol
-
-import numpy as np
-from xdsl.dialects.builtin import ModuleOp
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lanterna.errors import LanternaError
 
-Executable = Callable[..., tuple[np.ndarray, ...]]
+if TYPE_CHECKING:
+    import numpy as np
+    from xdsl.dialects.builtin import ModuleOp
 
 
 def debug_enabled(flag: bool | None = None) -> bool:
@@ -33,97 +50,158 @@ def debug_enabled(flag: bool | None = None) -> bool:
     return os.environ.get("LANTERNA_DEBUG", "") not in ("", "0")
 
 
+# --- the contract -----------------------------------------------------------------------------
+
+
+class Executable(Protocol):
+    """One compiled function: numpy arrays in, a tuple of numpy arrays out."""
+
+    def __call__(self, *arrays: Any) -> tuple[np.ndarray, ...]: ...
+
+    def memory_stats(self) -> dict[str, int]:
+        """Bytes the last finished call asked of the backend's memory, by kind (the cpu
+        backend: its arena's `requested`, `reused`, `fresh`, `held`); `{}` when the
+        backend does not measure."""
+        ...
+
+
 class Backend(Protocol):
+    """What `ln.jit` and `lanterna-opt` ask of a backend (see the module docstring)."""
+
+    name: str
     default_pipeline: str
 
-    def compile(self, module: ModuleOp, fn_name: str) -> Executable: ...
+    def available(self) -> bool:
+        """Whether `compile` can work on this machine."""
+        ...
+
+    def unavailable_reason(self) -> str | None:
+        """None when available, else what is missing, as a sentence fragment a user can
+        act on (`"no C++ compiler (g++) found on PATH"`)."""
+        ...
+
+    def compile(
+        self, module: ModuleOp, fn_name: str, *, donate: Sequence[int] = ()
+    ) -> Executable: ...
 
 
-_FACTORIES: dict[str, Callable[[], Backend]] = {}
-_INSTANCES: dict[str, Backend] = {}
+BackendFactory = Callable[[], Backend]
+"""Builds a backend; called once, on first use."""
+
+AvailabilityCheck = Callable[[], "str | None"]
+"""A backend's cheap `unavailable_reason`, callable without building the backend."""
+
+
+@dataclass
+class _Entry:
+    # Both may be "module:attribute" import paths, resolved on first use.
+    factory: BackendFactory | str
+    check: AvailabilityCheck | str | None
+    instance: Backend | None = None
+
+
+_REGISTRY: dict[str, _Entry] = {}
 
 
 class UnknownBackendError(LanternaError, ValueError):
-    """`get_backend` was asked for a name nobody registered."""
+    """A backend name nobody registered."""
 
 
-def register_backend(name: str, factory: Callable[[], Backend], *, replace: bool = False) -> None:
-    """Make `factory()` the backend called `name` (built once, on first use)."""
-    if name in _FACTORIES and not replace:
+def register_backend(
+    name: str,
+    factory: BackendFactory | str,
+    *,
+    check: AvailabilityCheck | str | None = None,
+    replace: bool = False,
+) -> None:
+    """Make `factory()` the backend called `name` (built once, on first use).
+
+    `factory` is a callable (a backend class is one) or the import path of one,
+    `"package.module:Name"`, imported only when the backend is first used. `check`,
+    a callable or import path of the same kind, answers `unavailable_reason` without
+    building the backend; without it, asking builds the backend and asks it.
+    """
+    if name in _REGISTRY and not replace:
         raise ValueError(f"backend '{name}' is already registered")
-    _FACTORIES[name] = factory
-    _INSTANCES.pop(name, None)
+    _REGISTRY[name] = _Entry(factory, check)
 
 
 def available_backends() -> list[str]:
-    return sorted(_FACTORIES)
+    """Every registered backend name, sorted (whether or not it can compile here:
+    see `unavailable_reason`)."""
+    return sorted(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownBackendError(
+            f"unknown backend '{name}'; known backends: {', '.join(available_backends())}"
+        ) from None
+
+
+def _resolve(target: Callable[[], Any] | str) -> Callable[[], Any]:
+    if not isinstance(target, str):
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_CONTRACT = ("name", "default_pipeline", "available", "unavailable_reason", "compile")
 
 
 def get_backend(name: str) -> Backend:
-    """The backend registered as `name`; UnknownBackendError lists the known ones."""
-    backend = _INSTANCES.get(name)
-    if backend is None:
-        try:
-            factory = _FACTORIES[name]
-        except KeyError:
-            raise UnknownBackendError(
-                f"unknown backend '{name}'; known backends: {', '.join(available_backends())}"
-            ) from None
-        backend = _INSTANCES[name] = factory()
-    return backend
+    """The backend registered as `name`; UnknownBackendError lists the known ones, and
+    a backend that lacks a member of the contract is a LanternaError naming them."""
+    entry = _entry(name)
+    if entry.instance is None:
+        backend = _resolve(entry.factory)()
+        missing = [m for m in _CONTRACT if not hasattr(backend, m)]
+        if missing:
+            raise LanternaError(
+                f"backend '{name}' ({type(backend).__qualname__}) does not implement the "
+                f"backend contract: it has no {', '.join(missing)} (see lanterna.backends.Backend)"
+            )
+        entry.instance = backend
+    return entry.instance
 
 
-_warned_no_compiler = False
+def unavailable_reason(name: str) -> str | None:
+    """None when backend `name` can compile here, else what is missing. Uses the
+    backend's registered cheap check when it has one, so nothing heavy is imported."""
+    entry = _entry(name)
+    if entry.check is not None:
+        return _resolve(entry.check)()
+    return get_backend(name).unavailable_reason()
+
+
+_warned_unavailable = False
 
 
 def default_backend() -> str:
-    """`"cpu"`, or `"interp"` (with a warning, once) when no C++ compiler exists."""
-    global _warned_no_compiler
-    from lanterna.backends.cpu_cpp.driver import find_compiler
-
-    if find_compiler() is not None:
+    """`"cpu"`, or `"interp"` (with a warning, once) when the cpu backend is not
+    available here (no C++ compiler)."""
+    global _warned_unavailable
+    reason = unavailable_reason("cpu")
+    if reason is None:
         return "cpu"
-    if not _warned_no_compiler:
+    if not _warned_unavailable:
         import warnings
 
         warnings.warn(
-            "lanterna: no C++ compiler (g++) found; ln.jit falls back to the 'interp' "
-            "backend (the reference interpreter)",
+            f"lanterna: {reason}; ln.jit falls back to the 'interp' backend "
+            "(the reference interpreter)",
             RuntimeWarning,
             stacklevel=3,
         )
-        _warned_no_compiler = True
+        _warned_unavailable = True
     return "interp"
 
 
-# --- the reference interpreter as a backend -----------------------------------------------
-
-
-class _InterpretedFunction:
-    """One function of a module, run by the reference interpreter."""
-
-    def __init__(self, module: ModuleOp, fn_name: str):
-        from lanterna.ir.interpreter import Interpreter
-
-        self.interpreter = Interpreter(module)
-        self.fn_name = fn_name
-
-    def __call__(self, *arrays: Any) -> tuple[np.ndarray, ...]:
-        results = self.interpreter.call(self.fn_name, *arrays)
-        # A result that is an argument passed through must not alias the caller's array.
-        return tuple(r.copy() if any(r is a for a in arrays) else r for r in results)
-
-
-class InterpBackend:
-    """Runs modules on the reference interpreter: no compilation, every IR level."""
-
-    default_pipeline = ""
-
-    def compile(self, module: ModuleOp, fn_name: str) -> Executable:
-        return _InterpretedFunction(module, fn_name)
-
-
-register_backend("interp", InterpBackend)
-
-# Registers "cpu" (the import is cheap: it compiles nothing until a module is compiled).
-import lanterna.backends.cpu_cpp  # noqa: F401
+register_backend("interp", "lanterna.backends.interp:InterpBackend")
+register_backend(
+    "cpu",
+    "lanterna.backends.cpu_cpp.backend:CpuBackend",
+    check="lanterna.backends.cpu_cpp:unavailable_reason",
+)

@@ -1,5 +1,5 @@
-"""Passes over lanterna IR: one module per pass, the pass registry, pipeline
-strings, and the `lanterna-opt` command-line driver (`passes/opt_main.py`)."""
+"""Passes over lanterna IR: one module per pass, the pass registry and pipeline
+strings. The `lanterna-opt` command line that runs them is `lanterna.tools.opt`."""
 
 from lanterna.passes.registry import (
     available_passes,

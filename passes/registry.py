@@ -17,9 +17,9 @@ A pipeline is an MLIR-style string, parsed with xDSL's pipeline syntax:
 
     canonicalize,cse,my-pass{factor=2 verbose=true}
 
-This module also holds the output targets `lanterna-opt -t` names
-(`register_target`). Each backend's default pipeline lives with the backend
-(`lanterna.backends`).
+Each backend's default pipeline lives with the backend (`lanterna.backends`), and the
+output targets `lanterna-opt -t` names with the backends too (`lanterna.backends.targets`):
+this package imports no backend.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from lanterna.ir.context import make_context, print_ir
 ENTRY_POINT_GROUP = "lanterna.passes"
 
 # Modules of this package that are infrastructure, not passes.
-_NOT_PASS_MODULES = frozenset({"registry", "opt_main", "__main__"})
+_NOT_PASS_MODULES = frozenset({"registry", "__main__"})
 
 _KEBAB = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 
@@ -429,45 +429,3 @@ def verify_module(module: ModuleOp, what: str) -> None:
         module.verify()
     except VerifyException as e:
         raise PipelineError(f"{what}: {e}") from e
-
-
-# --- output targets ------------------------------------------------------------------------
-
-Target = Callable[[ModuleOp], str]
-"""Renders a module as text: textual IR, or C++/CUDA source for a backend."""
-
-_TARGETS: dict[str, Target] = {}
-
-
-def register_target(name: str, render: Target) -> None:
-    """Make `render` selectable as `lanterna-opt -t NAME`."""
-    old = _TARGETS.get(name)
-    if old is not None and old is not render:
-        raise PipelineError(f"target '{name}' is already registered")
-    _TARGETS[name] = render
-
-
-def get_target(name: str) -> Target:
-    """The target registered as `name`; PipelineError listing the known ones."""
-    try:
-        return _TARGETS[name]
-    except KeyError:
-        raise PipelineError(
-            f"unknown target '{name}'; known targets: {', '.join(available_targets())}"
-        ) from None
-
-
-def available_targets() -> list[str]:
-    return sorted(_TARGETS)
-
-
-def _render_mlir(module: ModuleOp) -> str:
-    return print_ir(module) + "\n"
-
-
-def _render_mlir_generic(module: ModuleOp) -> str:
-    return print_ir(module, generic=True) + "\n"
-
-
-register_target("mlir", _render_mlir)
-register_target("mlir-generic", _render_mlir_generic)

@@ -10,6 +10,8 @@ import sysconfig
 import tomllib
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Folders of the checkout that are not part of the installed package.
@@ -70,3 +72,28 @@ def test_import_from_elsewhere(tmp_path):
     where = Path(result.stdout.strip()).resolve()
     site = Path(sysconfig.get_paths()["purelib"]).resolve()
     assert where == ROOT / "__init__.py" or where.is_relative_to(site), where
+
+
+def test_the_public_api_is_reached_through_the_root():
+    import lanterna as ln
+    from lanterna import jit
+    from lanterna.frontends import python as frontend
+
+    assert jit is ln.jit is frontend.jit
+    assert ln.TraceError is __import__("lanterna.errors").errors.TraceError
+    names = set(ln.__all__)
+    assert set(frontend.__all__) <= names
+    assert {"CompileError", "LanternaError", "PipelineError", "TraceError"} <= names
+    assert names <= set(dir(ln))
+    scope: dict = {}
+    exec("from lanterna import *", scope)  # noqa: S102 -- the star import itself is tested
+    assert scope["grad"] is frontend.grad and scope["tanh"] is frontend.tanh
+
+
+def test_an_unknown_attribute_is_an_attribute_error_naming_it():
+    import lanterna as ln
+
+    with pytest.raises(AttributeError, match="module 'lanterna' has no attribute 'no_such_op'"):
+        ln.no_such_op  # noqa: B018
+    assert not hasattr(ln, "__wrapped__")
+    assert getattr(ln, "no_such_op", None) is None

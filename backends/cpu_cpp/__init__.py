@@ -1,22 +1,35 @@
 """The cpu backend: generated C++17 compiled by g++, called through a pybind11 bridge.
 
 `emitter` renders IR to C++ source, `driver` compiles it (and the bridge) into the
-compile cache (`cache`), `backend` ties them into the `"cpu"` backend. Importing this
-package only registers the backend; nothing is compiled until `compile` is called.
+compile cache (`lanterna.backends.cache`), `backend` ties them into the `"cpu"`
+backend. `lanterna.backends` registers it by import path; importing this package
+loads none of those modules: it holds only what is asked before anything is
+compiled -- where the compiler is (`find_compiler`, also used by the driver) and so
+whether the backend is available -- and the `-t cpp` renderer, which imports the
+emitter when called.
 """
 
 from __future__ import annotations
 
-from xdsl.dialects.builtin import ModuleOp
+import shutil
+from typing import TYPE_CHECKING
 
-from lanterna.backends import Backend, register_backend
-from lanterna.passes.registry import register_target
+if TYPE_CHECKING:
+    from xdsl.dialects.builtin import ModuleOp
+
+COMPILER = "g++"
 
 
-def _make_backend() -> Backend:
-    from lanterna.backends.cpu_cpp.backend import CpuBackend
+def find_compiler() -> str | None:
+    """The absolute path of g++ on PATH, or None."""
+    return shutil.which(COMPILER)
 
-    return CpuBackend()
+
+def unavailable_reason() -> str | None:
+    """None when the cpu backend can compile here, else what is missing."""
+    if find_compiler() is None:
+        return f"no C++ compiler ({COMPILER}) found on PATH"
+    return None
 
 
 def render_cpp(module: ModuleOp) -> str:
@@ -34,7 +47,3 @@ def render_cpp(module: ModuleOp) -> str:
     if not roots:
         raise NotImplementedError("the module has no function to use as the entry")
     return emit_module(module, roots[-1].sym_name.data).source
-
-
-register_backend("cpu", _make_backend)
-register_target("cpp", render_cpp)

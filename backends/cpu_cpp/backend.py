@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from xdsl.dialects.builtin import ModuleOp
 
+from lanterna.backends import cpu_cpp
 from lanterna.backends.cpu_cpp import driver
 
 
@@ -138,7 +139,7 @@ class CompiledFunction:
         self._call(self.handle, arrays, results)
         return tuple(results)
 
-    def arena_stats(self) -> dict[str, int]:
+    def memory_stats(self) -> dict[str, int]:
         """Bytes the last finished call asked of its arena: `requested` by all its
         allocations, `reused` of those served by buffers released earlier in the
         call, `fresh` (its footprint: what the call needed at most at once, to
@@ -149,11 +150,19 @@ class CompiledFunction:
 class CpuBackend:
     """Compiles modules to C++ with g++ and runs them through the pybind11 bridge."""
 
+    name = "cpu"
     default_pipeline = (
         "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,"
         "fuse-elementwise,absorb-transposes,accumulate-products,accumulate-pieces,defer-products,"
         "plan-buffers"
     )
+
+    def available(self) -> bool:
+        return cpu_cpp.unavailable_reason() is None
+
+    def unavailable_reason(self) -> str | None:
+        """None when g++ is on PATH, else that it is missing."""
+        return cpu_cpp.unavailable_reason()
 
     def compile(
         self,

@@ -26,7 +26,6 @@ import hashlib
 import importlib.util
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -38,11 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from lanterna.backends import debug_enabled
-from lanterna.backends.cpu_cpp import cache
+from lanterna.backends import cache, debug_enabled
+from lanterna.backends.cpu_cpp import COMPILER, find_compiler
 from lanterna.errors import CompileError
 
-COMPILER = "g++"
 BASE_FLAGS = (
     "-std=c++17",
     "-O2",
@@ -71,11 +69,6 @@ def _debug(message: str) -> None:
 
 
 # --- the toolchain --------------------------------------------------------------------------
-
-
-def find_compiler() -> str | None:
-    """The absolute path of g++ on PATH, or None."""
-    return shutil.which(COMPILER)
 
 
 def require_compiler() -> str:

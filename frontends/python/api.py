@@ -247,9 +247,10 @@ class Jitted:
         `requested` by all allocations, `reused` of those served by buffers freed
         earlier in the call, `fresh` (the call's footprint) and `held` (kept by
         the arena between calls). Empty on backends that do not measure."""
-        last = getattr(self, "_last", None)
-        stats = getattr(getattr(last, "executable", None), "arena_stats", None)
-        return stats() if stats is not None else {}
+        last: Traced | None = getattr(self, "_last", None)
+        if last is None or last.executable is None:
+            return {}
+        return last.executable.memory_stats()
 
     def lower(self, *args: Any, **kwargs: Any) -> Lowered:
         """The traced IR for these arguments (before any pass runs)."""
@@ -431,10 +432,7 @@ class Jitted:
             )
             if not each:
                 verify_module(module, f"the IR after the pipeline '{pipeline}' does not verify")
-        # Backends that cannot reuse buffers (the interpreter) take no `donate`.
-        if traced.donate and "donate" in inspect.signature(self.backend.compile).parameters:
-            return self.backend.compile(module, traced.fn_name, donate=traced.donate)  # type: ignore[call-arg]
-        return self.backend.compile(module, traced.fn_name)
+        return self.backend.compile(module, traced.fn_name, donate=traced.donate)
 
 
 def jit(

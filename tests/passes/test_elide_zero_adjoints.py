@@ -220,7 +220,7 @@ def test_loop_iterations_share_an_outer_cell_and_own_an_inner_one(passes_lib):
 def test_lanterna_opt_runs_it_by_name(tmp_path, capsys):
     from pathlib import Path
 
-    from lanterna.passes.opt_main import main
+    from lanterna.tools.opt import main
 
     source = Path(__file__).parent / "inputs" / "ad_for.mlir"
     pipeline = "reverse-ad{func=f argnums=0,1},lower-continuations,elide-zero-adjoints"

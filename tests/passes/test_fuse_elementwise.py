@@ -256,7 +256,7 @@ def test_tree_program_with_vectors(passes_lib):
 
 
 def test_lanterna_opt_runs_the_pass(tmp_path):
-    from lanterna.passes.opt_main import main
+    from lanterna.tools.opt import main
 
     src = tmp_path / "in.mlir"
     src.write_text(

@@ -155,7 +155,7 @@ def test_recursive_tree_gradients_before_and_after(passes_lib):
 
 
 def test_lanterna_opt_runs_both_passes_on_text(tmp_path, capsys):
-    from lanterna.passes.opt_main import main
+    from lanterna.tools.opt import main
 
     out = tmp_path / "out.mlir"
     rc = main(

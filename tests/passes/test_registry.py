@@ -31,13 +31,8 @@ from lanterna.passes import (
     registry,
     run_pipeline,
 )
-from lanterna.passes.opt_main import main
-from lanterna.passes.registry import (
-    PassRegistry,
-    available_targets,
-    dump_header,
-    get_target,
-)
+from lanterna.passes.registry import PassRegistry, dump_header
+from lanterna.tools.opt import main
 
 TESTS = Path(__file__).parent
 SOURCE = """
@@ -113,7 +108,7 @@ def test_get_unknown_pass_lists_known_ones():
 
 def test_every_module_of_the_passes_package_is_imported():
     available_passes()
-    infrastructure = {"registry", "opt_main"}
+    infrastructure = {"registry"}
     for info in pkgutil.iter_modules(lanterna.passes.__path__):
         if info.name not in infrastructure and not info.name.startswith("_"):
             assert f"lanterna.passes.{info.name}" in sys.modules, info.name
@@ -390,12 +385,3 @@ def test_crashing_pass_keeps_its_traceback_and_is_named():
     with pytest.raises(RuntimeError, match="a bug in the pass") as e:
         run_pipeline(parse_module(SOURCE), [Crashes()])
     assert "while running pass 'test-crashes'" in e.value.__notes__
-
-
-def test_targets():
-    assert {"mlir", "mlir-generic"} <= set(available_targets())
-    module = parse_module(SOURCE)
-    assert get_target("mlir")(module) == print_ir(module) + "\n"
-    assert get_target("mlir-generic")(module).startswith('"builtin.module"()')
-    with pytest.raises(PipelineError, match="unknown target 'nope'; known targets: cpp, mlir"):
-        get_target("nope")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from lanterna.backends.cpu_cpp import cache, driver
+from lanterna.backends import cache
+from lanterna.backends.cpu_cpp import driver
 
 # out[i] = in0[i] * 2 + in1[i] over float32[8]; out1 records the pointers it was given,
 # so a test can tell whether arrays were passed through or copied.

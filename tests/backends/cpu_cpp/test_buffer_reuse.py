@@ -53,7 +53,7 @@ def _run(trips: int, x: np.ndarray, reuse: bool = True) -> tuple[np.ndarray, dic
     (out,) = compiled(x)
     (want,) = Interpreter(module).call("f", x)
     np.testing.assert_allclose(out, want, rtol=1e-6)
-    return out, compiled.arena_stats()
+    return out, compiled.memory_stats()
 
 
 def test_intermediates_are_released_after_their_last_use():
@@ -147,7 +147,7 @@ def test_the_entrys_results_are_written_straight_into_the_outputs():
     np.testing.assert_array_equal(n, w - g)
     np.testing.assert_array_equal(m, w * (w - g))
     # Neither result took a buffer of the arena.
-    assert compiled.arena_stats()["requested"] == 0
+    assert compiled.memory_stats()["requested"] == 0
 
 
 def test_a_donated_output_is_not_written_while_the_call_still_reads_its_input():
@@ -161,7 +161,7 @@ def test_a_donated_output_is_not_written_while_the_call_still_reads_its_input():
     assert n is w
     np.testing.assert_array_equal(n, w0 - g)
     np.testing.assert_array_equal(m, w0 * (w0 - g))
-    assert compiled.arena_stats()["requested"] == BUFFER
+    assert compiled.memory_stats()["requested"] == BUFFER
 
 
 def test_an_entry_that_calls_itself_keeps_its_results_in_the_arena():

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lanterna.backends.cpu_cpp import backend, cache, driver
+from lanterna.backends import cache
+from lanterna.backends.cpu_cpp import backend, driver
 
 pytestmark = pytest.mark.skipif(
     shutil.which("g++") is None, reason="g++ is not on PATH: the cpu backend cannot compile"

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from xdsl.dialects.builtin import ModuleOp
 
-from lanterna.backends import get_backend
-from lanterna.backends.cpu_cpp import backend, cache, driver
+from lanterna.backends import cache, get_backend
+from lanterna.backends.cpu_cpp import backend, driver
 from lanterna.errors import CompileError, LanternaError, LanternaRuntimeError
 
 pytestmark = pytest.mark.skipif(

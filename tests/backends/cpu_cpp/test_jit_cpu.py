@@ -10,7 +10,7 @@ import pytest
 
 import lanterna as ln
 from lanterna import backends
-from lanterna.passes.opt_main import main as opt_main
+from lanterna.tools.opt import main as opt_main
 
 INPUTS = Path(__file__).parents[2] / "passes" / "inputs"
 
@@ -57,10 +57,10 @@ def test_donated_parameters_are_updated_in_place(cache_dir):
 
 
 def test_without_a_compiler_jit_warns_once_and_interprets(monkeypatch):
-    import lanterna.backends.cpu_cpp.driver as driver
+    from lanterna.backends import cpu_cpp
 
-    monkeypatch.setattr(driver, "find_compiler", lambda: None)
-    monkeypatch.setattr(backends, "_warned_no_compiler", False)
+    monkeypatch.setattr(cpu_cpp, "find_compiler", lambda: None)
+    monkeypatch.setattr(backends, "_warned_unavailable", False)
     with pytest.warns(RuntimeWarning, match="no C\\+\\+ compiler"):
         f = ln.jit(lambda x: x + 1.0)
     assert f.backend_name == "interp"

@@ -211,10 +211,17 @@ def test_backend_registry():
     seen = []
 
     class Recording:
+        name = "test-recording"
         default_pipeline = ""
 
-        def compile(self, module, fn_name):
-            interp = get_backend("interp").compile(module, fn_name)
+        def available(self):
+            return True
+
+        def unavailable_reason(self):
+            return None
+
+        def compile(self, module, fn_name, *, donate=()):
+            interp = get_backend("interp").compile(module, fn_name, donate=donate)
 
             def run(*arrays):
                 seen.append(fn_name)

@@ -14,7 +14,7 @@ from xdsl.passes import ModulePass
 import lanterna as ln
 from lanterna.ir import ad
 from lanterna.passes import register_pass
-from lanterna.passes.opt_main import main as lanterna_opt
+from lanterna.tools.opt import main as lanterna_opt
 
 SEEN: list[str] = []
 

@@ -1,8 +1,9 @@
 """The on-disk compile cache: built shared objects, keyed by a hash of what went into them.
 
-The compiler driver (`driver.py`) asks `use` (or `get_or_build`) for an entry; it
-returns the path of a verified file, building it at most once per key even when
-several processes ask at the same moment.
+A service shared by the backends: each compiler driver (`cpu_cpp/driver.py`) asks
+`use` (or `get_or_build`) for an entry in its own namespace; it returns the path of a
+verified file, building it at most once per key even when several processes ask at
+the same moment. `python -m lanterna cache` (`lanterna.tools.cache`) lists and clears it.
 
 Layout, under `cache_dir()` (`$LANTERNA_CACHE_DIR`, else `~/.cache/lanterna`):
 

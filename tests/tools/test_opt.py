@@ -18,9 +18,9 @@ from xdsl.passes import ModulePass
 from lanterna.backends import available_backends
 from lanterna.ir import parse_module, print_ir
 from lanterna.passes import available_passes, register_pass
-from lanterna.passes.opt_main import main
+from lanterna.tools.opt import main
 
-INPUTS = Path(__file__).parent / "inputs"
+INPUTS = Path(__file__).parents[1] / "passes" / "inputs"
 CSE_DCE = INPUTS / "cse_dce.mlir"
 CELLS = INPUTS / "cells.mlir"
 MALFORMED = INPUTS / "malformed.mlir"
@@ -162,6 +162,21 @@ def test_generic_target_reparses_to_the_same_module(capsys):
     assert '"ln.add"(%a, %b)' in out and '"cont.reset"()' in out
     _, custom, _ = opt(capsys, CSE_DCE, "-p", "cse")
     assert print_ir(reparse(out)) + "\n" == custom
+
+
+def test_cpp_target_prints_the_generated_source(capsys, monkeypatch):
+    # The target is registered by the backends (lanterna.backends.targets); the tool
+    # only looks it up by name.
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CSE_DCE.read_text()))
+    rc, out, err = opt(capsys, "-", "-p", "cse,dce", "-t", "cpp")
+    assert rc == 1 and err.startswith("<stdin>: error: target 'cpp': ")
+    assert "no lowering for 'cont.reset'" in err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(CSE_DCE.read_text()))
+    rc, out, err = opt(capsys, "-", "-p", "cse,dce,lower-continuations", "-t", "cpp")
+    assert rc == 0, err
+    assert '#include "lanterna_cpu.h"' in out and 'extern "C" int lanterna_entry' in out
+    # cse merged the two adds: one add, then the product of the sum with itself.
+    assert out.count("ln.add") == 1 and "ln.mul" in out and "ln.exp" not in out
 
 
 def test_stdin(capsys, monkeypatch):
@@ -416,7 +431,9 @@ def test_help_lists_pass_names(capsys):
     rc, out, _ = opt(capsys, "--help")
     assert rc == 0
     assert "--print-ir-after-all" in out and "--no-verify-each" in out
-    assert "passes: canonicalize, checkpoint, cse, dce" in out
+    names = next(line for line in out.splitlines() if line.startswith("passes: "))
+    assert ", ".join(sorted(available_passes())) in names
+    assert "canonicalize, checkpoint, cse, dce" in names
 
 
 # --- the installed entry points ------------------------------------------------------------
@@ -455,7 +472,7 @@ def test_console_script(tmp_path):
 
 def test_python_dash_m(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lanterna.passes.opt_main", "-", "-p", "dce"],
+        [sys.executable, "-m", "lanterna.tools.opt", "-", "-p", "dce"],
         input=CSE_DCE.read_text(),
         capture_output=True,
         text=True,

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 import lanterna as ln
 from lanterna.backends import available_backends, get_backend
 from lanterna.ir import parse_module, print_ir
-from lanterna.passes.opt_main import PROG, main
+from lanterna.tools.opt import PROG, main
 
 TESTS = Path(__file__).parents[1]
 DEFAULT_EXAMPLES = 500

@@ -12,7 +12,7 @@ failed, 2 a bad command line (an unknown pass, bad options). No input makes it
 print a Python traceback: an internal error (a bug in a pass or target) is a
 diagnostic too, unless `--show-traceback` asks for the traceback.
 
-Also runnable as `python -m lanterna.passes.opt_main`.
+Also runnable as `python -m lanterna.tools.opt`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from xdsl.utils.exceptions import ParseError, VerifyException
 from xdsl.utils.lexer import Span
 
 from lanterna.backends import available_backends, get_backend
+from lanterna.backends.targets import Target, available_targets, get_target
 from lanterna.errors import LanternaError, PipelineError
 from lanterna.ir.ad import AD
 from lanterna.ir.cont import Cont
@@ -36,11 +37,8 @@ from lanterna.ir.context import make_context
 from lanterna.ir.ln import LN
 from lanterna.ir.parsing import IRParser
 from lanterna.passes.registry import (
-    Target,
     available_passes,
-    available_targets,
     describe_options,
-    get_target,
     parse_pipeline,
     pass_names,
     pass_summary,
