@@ -13,10 +13,12 @@ from lanterna.backends import get_backend
 from lanterna.backends.cpu_cpp.backend import CompiledFunction, CpuBackend
 from lanterna.ir import parse_module
 from lanterna.ir.interpreter import Interpreter
+from lanterna.passes import run_pipeline
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
-# a and b are intermediates in the arena; a dies at b, so c takes a's buffer back.
+# a and b are intermediates in the arena; a dies at b (plan-buffers releases it), so
+# c takes a's buffer back; d is written into the output.
 CHAIN = """
 func.func @f(%x: tensor<1000xf32>, %y: tensor<1000xf32>) -> tensor<1000xf32> {
   %a = ln.tanh %x : tensor<1000xf32>
@@ -44,6 +46,7 @@ def test_cpu_names_itself_and_is_available_with_gxx():
 
 def test_memory_stats_are_the_arenas_counts(cache_dir):
     module = parse_module(CHAIN)
+    run_pipeline(module, "plan-buffers")
     compiled = CpuBackend().compile(module, "f")
     assert isinstance(compiled, CompiledFunction)
     x = np.linspace(-1, 1, 1000, dtype=np.float32)

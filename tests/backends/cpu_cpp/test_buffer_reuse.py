@@ -235,7 +235,7 @@ def test_a_returned_reduction_or_loss_is_written_into_the_output(name):
     (want,) = Interpreter(module).call("f", x, t)
     np.testing.assert_allclose(got, want, rtol=1e-6)
     # Only what a loss needs inside (cross-entropy's log-probabilities) is allocated.
-    assert compiled.arena_stats()["requested"] == (128 if name == "cross_entropy" else 0)
+    assert compiled.memory_stats()["requested"] == (128 if name == "cross_entropy" else 0)
 
 
 def test_jit_writes_a_returned_sum_into_its_output():

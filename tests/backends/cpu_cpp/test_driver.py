@@ -172,7 +172,8 @@ def test_cpu_backend_is_registered_and_needs_a_compiler_only_to_compile(
     cpu = get_backend("cpu")
     assert cpu.default_pipeline == (
         "reverse-loops,lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,"
-        "fuse-elementwise,absorb-transposes,accumulate-products,accumulate-pieces,defer-products"
+        "fuse-elementwise,absorb-transposes,accumulate-products,accumulate-pieces,defer-products,"
+            "plan-buffers"
     )
     monkeypatch.setenv("PATH", str(cache_dir))  # no g++ there
     with pytest.raises(CompileError, match="no C\\+\\+ compiler: 'g\\+\\+' was not found on PATH"):
