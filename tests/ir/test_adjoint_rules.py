@@ -1,7 +1,8 @@
 """Every differentiable `ln` op's adjoint rule, table-driven, against finite differences.
 
 For each row of the op table (tests/support/op_cases.py) with arguments to
-differentiate (`OpCase.grad_args()`), the test wraps the row's ops as
+differentiate (`OpCase.grad_args()`), the test wraps the row's ops
+(support/gradients.py) as
 
     f(args) = sum(op(args) * R)        (R a fixed random constant: every output counts)
 
@@ -10,82 +11,38 @@ interpreter in float64, and compares each adjoint with central differences of `f
 itself, run on the same interpreter.
 
 A second walk over the table checks that every op with a float tensor result and
-a float tensor operand has an adjoint rule, unless it is listed in `EXEMPT`.
+a float tensor operand has an adjoint rule, unless it is listed in the table's
+`NO_ADJOINT`.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 from xdsl.builder import Builder
-from xdsl.dialects import func
 from xdsl.dialects.builtin import ModuleOp, f32, f64
-from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
+from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.rewriter import InsertPoint
 
 from lanterna.ir import make_context, parse_module
 from lanterna.ir.interpreter import Interpreter
-from lanterna.ir.ln import (
-    LN_OPS,
-    ConstantOp,
-    FusedOp,
-    MaxOp,
-    MaxPool2dGradOp,
-    MaxPool2dOp,
-    MulOp,
-    SumOp,
-)
+from lanterna.ir.ln import LN_OPS, MaxOp, MaxPool2dOp
 from lanterna.ir.ln.adjoint import AdjointBuilder, MissingAdjointRule, is_differentiable_type
 from lanterna.ir.types import shape_of, tensor
 from lanterna.passes.reverse_ad import ADError, ReverseAD
 
 from support import op_cases
 from support.checks import function
-from support.op_cases import OpCase, a
+from support.gradients import GRAD_CASES, build_loss, loss_inputs
+from support.op_cases import NO_ADJOINT, OpCase, a
 
 EPS = 1e-6
 ATOL = 1e-8
 
-# Ops with a float tensor result and a float tensor operand but no adjoint rule.
-EXEMPT: dict[type[Operation], str] = {
-    # It is itself an adjoint (of max_pool2d); without a rule of its own, max
-    # pooling has a first derivative but no second.
-    MaxPool2dGradOp: "second order through max pooling is not supported",
-    # Made by `fuse-elementwise`, which runs after `reverse-ad` on the adjoint
-    # program: nothing differentiates a fused op.
-    FusedOp: "fusion runs after reverse-ad",
-}
-
-# The rows the finite-difference tests differentiate.
-GRAD_CASES = [c for c in op_cases.CASES if c.grad_args() and c.op not in EXEMPT]
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-
-def build_loss(case: OpCase, weights: np.ndarray | None = None) -> ModuleOp:
-    """`f(args) = sum(op(args) * R)` in float64; R is random unless given."""
-    arg_types = [arg.type(f64) for arg in case.args]
-    block = Block(arg_types=arg_types)
-    ops = case.ops(block.args, f64)
-    out = ops[-1].results[0]
-    if weights is None:
-        rng = np.random.default_rng(zlib.crc32(b"R" + case.id.encode()))
-        weights = rng.standard_normal(shape_of(out.type))
-    r = ConstantOp.of(weights)
-    prod = MulOp(out, r)
-    loss = SumOp(prod)
-    block.add_ops([*ops, r, prod, loss, func.ReturnOp(loss)])
-    f = func.FuncOp("f", (arg_types, [loss.result.type]), Region(block))
-    return ModuleOp([f])
-
-
-def inputs(case: OpCase) -> list[np.ndarray]:
-    return [np.asarray(v) for v in op_cases.inputs(case, f64)]
 
 
 def differentiate(case: OpCase, argnums: Sequence[int]) -> ModuleOp:
@@ -117,7 +74,7 @@ def test_adjoint_matches_finite_differences(case: OpCase):
     argnums = case.grad_args()
     module = differentiate(case, argnums)
     interp = Interpreter(module)
-    args = inputs(case)
+    args = loss_inputs(case)
     loss, *grads = interp.call("f_grad", *args)
     (expected_loss,) = interp.call("f", *args)
     np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
@@ -139,7 +96,7 @@ def test_lower_continuations_keeps_every_rule_s_gradient(case: OpCase):
     from lanterna.passes.lower_continuations import LowerContinuations
 
     module = differentiate(case, case.grad_args())
-    args = inputs(case)
+    args = loss_inputs(case)
     before = Interpreter(module).call("f_grad", *args)
     LowerContinuations().apply(make_context(), module)
     module.verify()
@@ -155,7 +112,7 @@ def test_lower_continuations_keeps_every_rule_s_gradient(case: OpCase):
 def test_adjoint_of_one_operand_alone(case: OpCase):
     """Rules skip the operands nobody differentiates (`ab.wants`) without changing
     the others' adjoints."""
-    args = inputs(case)
+    args = loss_inputs(case)
     argnums = case.grad_args()
     _, *together = Interpreter(differentiate(case, argnums)).call("f_grad", *args)
     for i, expected in zip(argnums, together):
@@ -216,21 +173,21 @@ def test_every_differentiable_op_has_an_adjoint_rule():
     for case, ftype, op in instances(op_cases.CASES):
         if type(op) not in LN_OPS or not is_differentiable(op):
             continue
-        if type(op) not in graded and type(op) not in EXEMPT:
+        if type(op) not in graded and type(op) not in NO_ADJOINT:
             lacking.append(f"{op.name} (no row differentiates it; from {case.id})")
             continue
         try:
             run_rule(op)
         except MissingAdjointRule:
-            if type(op) not in EXEMPT:
+            if type(op) not in NO_ADJOINT:
                 lacking.append(f"{op.name} ({case.id}, {ftype})")
     assert not lacking, f"differentiable ops without an adjoint rule: {lacking}"
 
 
 def test_exemptions_are_needed():
     """An exempt op that gains a rule (or stops being differentiable) leaves the list."""
-    built = instances([c for c in op_cases.CASES if c.op in EXEMPT])
-    for exempt in EXEMPT:
+    built = instances([c for c in op_cases.CASES if c.op in NO_ADJOINT])
+    for exempt in NO_ADJOINT:
         ops = [op for _, _, op in built if type(op) is exempt and is_differentiable(op)]
         assert ops, f"no row makes {exempt.name} differentiable; drop its exemption"
         for op in ops:

@@ -11,24 +11,37 @@ arguments reverse mode differentiates. The suites that read it:
   central finite differences (rows with `grad_args()`), and every differentiable
   op's rule builds well-typed IR;
 * tests/backends/cpu_cpp/test_emitter.py: the generated C++ agrees with the
-  interpreter (all rows, in one module per float type);
+  interpreter (all rows, a few dozen to a module, in f32 and f64);
 * tests/ir/test_op_cases.py: every op of the `ln` and `ad` dialects has a row
-  (or an entry with its reason in `NO_ROW`), and rows are what they claim.
+  (or an entry with its reason in `NO_ROW`), and rows are what they claim;
+* tests/passes/test_opt_fuzz.py: each row's IR seeds the `lanterna-opt` fuzzer.
 
-Adding an op: add ONE row below, in the group of its dialect file:
+Adding an op (or an attribute, a rank, an element type an op now takes): add
+ONE row below, in the group of the op's dialect file:
 
     OpCase("softplus", SoftplusOp, (a(2, 3),), lambda v, f: SoftplusOp(v[0]),
            lambda x: np.log1p(np.exp(x))),
 
-`a(2, 3)` is a tensor argument of the float type under test (`F`); give
-`element="i64"` for another element type and `sample=` a sampler of
-references.py (`positive` for log's domain, `nonzero` for divisors and kinks,
-`below(n)` for indices). The reference gets float64 inputs. If reverse mode
-should skip an argument, say which ones it takes with `wrt=`; if the row cannot
-be differentiated at all, give the reason in `no_grad=`. A known bug in one suite
-is a strict xfail: `xfail={"cpu": "why"}` (suites: `SUITES`). More rows for
-the same op (other shapes, attributes, element types) are welcome: each is
-checked by every suite.
+* `a(2, 3)` is a tensor argument of the float type under test (`F`); `a()` is rank
+  0, `Arg(None)` a scalar. Give `element="i64"` for another element type and
+  `sample=` a sampler of references.py: `positive` for log's domain, `nonzero`
+  for divisors and kinks (abs, relu), `below(n)` / `ids(n, ...)` for indices.
+  Samplers keep finite differences well-conditioned: a row differentiated there
+  should not sit on a kink or a tie.
+* `build(v, f)` gets the block arguments and the float type; it returns the op,
+  or a list of ops whose last one gives the result (an `ad` op needs a cell:
+  `accum_into(ad.ZeroLikeOp(v[0]), v[1])`). `op` names the op under test.
+* `ref` is an independent numpy reference on float64 inputs (longer ones go in
+  references.py).
+* Reverse mode differentiates every float tensor argument when the result is a
+  float tensor; `wrt=(0,)` picks some, `no_grad="why"` none, `fd_rtol=` loosens
+  the comparison with finite differences. An op without an adjoint rule on
+  purpose goes in `NO_ADJOINT`, with the reason.
+* A known bug in one suite is a strict xfail naming it: `xfail={"cpu": "why"}`
+  (suites: `SUITES`).
+
+More rows for one op (shapes, attributes, element types) are welcome: each row
+is checked by every suite.
 """
 
 from __future__ import annotations
@@ -103,6 +116,7 @@ from lanterna.ir.ln import (
 )
 from lanterna.ir.types import tensor, to_numpy_dtype
 
+from support.checks import as_f64
 from support.references import (
     Sampler,
     any_seed,
@@ -195,7 +209,7 @@ class OpCase:
         """The arguments the finite-difference suite differentiates (none: skipped).
         By default every float tensor argument, when the result (built in f64) is an
         f64 tensor."""
-        if self.no_grad is not None:
+        if self.no_grad is not None or self.op in NO_ADJOINT:
             return ()
         if self.wrt is not None:
             return self.wrt
@@ -606,6 +620,17 @@ CASES: list[OpCase] = [
 ]
 # fmt: on
 
+# Ops with a float tensor result and a float tensor operand but no adjoint rule:
+# their rows are not differentiated (test_adjoint_rules.py checks each is needed).
+NO_ADJOINT: dict[type[Operation], str] = {
+    # It is itself an adjoint (of max_pool2d); without a rule of its own, max
+    # pooling has a first derivative but no second.
+    MaxPool2dGradOp: "second order through max pooling is not supported",
+    # Made by `fuse-elementwise`, which runs after `reverse-ad` on the adjoint
+    # program: nothing differentiates a fused op.
+    FusedOp: "fusion runs after reverse-ad",
+}
+
 # Ops of the `ln` and `ad` dialects with no row of their own, and why. An op built
 # inside another row (a terminator such as `ln.fused_yield`) counts as covered.
 NO_ROW: dict[type[Operation], str] = {}
@@ -650,10 +675,4 @@ def inputs(case: OpCase, ftype: Attribute) -> list:
 
 def reference(case: OpCase, args: Sequence[object]) -> np.ndarray:
     """The row's numpy reference on float64 copies of `args`."""
-    from support.checks import as_f64
-
     return np.asarray(case.ref(*(as_f64(v) for v in args)))
-
-
-def result_is_tensor(op: Operation) -> bool:
-    return isinstance(op.results[0].type, TensorType)
