@@ -28,13 +28,14 @@ import os
 import signal
 from collections.abc import Iterator
 
-import differential_generator as generator
-import differential_harness as harness
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lanterna as ln
+
+# tests/ is on pytest's pythonpath: this folder's helpers import as `differential.*`.
+from differential import generator, harness
 
 CI_EXAMPLES = 80
 EXAMPLES = int(os.environ.get("LANTERNA_DIFFERENTIAL_EXAMPLES") or CI_EXAMPLES)

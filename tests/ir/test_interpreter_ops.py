@@ -1,7 +1,8 @@
 """The reference interpreter executes every op it claims to, with the right values.
 
-* every case of the `ln` table (ln_cases.py), as `func.func @f(operands) { op }`
-  run by `Interpreter.call`, against the numpy reference in f32 and f64;
+* every row of the op table (tests/support/op_cases.py: `ln` ops, `ad` cells and
+  stacks, `ln.checkpoint`), as `func.func @f(operands) { ops }` run by
+  `Interpreter.call`, against the numpy reference in f32 and f64;
 * every `arith` op of interp_arith.ARITH_SEMANTICS against Python arithmetic:
   signed division truncates toward zero, integers wrap in two's complement,
   floats round to the result type;
@@ -16,8 +17,7 @@ import math
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,8 +30,9 @@ from lanterna.ir.interp_arith import ARITH_SEMANTICS
 from lanterna.ir.interpreter import Interpreter
 from lanterna.ir.types import to_numpy_dtype
 
-if TYPE_CHECKING:
-    from ln_cases import Case
+from support import op_cases
+from support.checks import assert_matches_reference
+from support.op_cases import OpCase
 
 
 def run(src: str, *args: Any, fn: str = "f") -> tuple[Any, ...]:
@@ -40,19 +41,19 @@ def run(src: str, *args: Any, fn: str = "f") -> tuple[Any, ...]:
     return Interpreter(module).call(fn, *args)
 
 
-# --- ln: the shared table -----------------------------------------------------------------
+# --- the op table -------------------------------------------------------------------------
 
 
-def test_ln_op_runs_in_the_interpreter(ln_eval_case: Case, ftype: Attribute, ln_cases: ModuleType):
-    case = ln_eval_case
-    module = ln_cases.build_module(case, ftype)
+@pytest.mark.parametrize("case, ftype", op_cases.params("interpret"))
+def test_op_case_runs_in_the_interpreter(case: OpCase, ftype: Attribute):
+    module = op_cases.build_module(case, ftype)
     module.verify()
-    args = ln_cases.inputs(case, ftype)
+    args = op_cases.inputs(case, ftype)
     before = [np.copy(v) for v in args]
     (out,) = Interpreter(module).call("f", *args)
-    expected = np.asarray(case.ref(*(ln_cases.as_f64(v) for v in args)))
+    expected = op_cases.reference(case, args)
 
-    result_type = next(o for o in module.walk() if isinstance(o, case.op)).results[0].type
+    result_type = module.body.block.first_op.function_type.outputs.data[0]  # type: ignore[union-attr]
     if isinstance(result_type, TensorType):
         assert isinstance(out, np.ndarray)
         assert out.dtype == to_numpy_dtype(result_type.element_type)
@@ -60,7 +61,7 @@ def test_ln_op_runs_in_the_interpreter(ln_eval_case: Case, ftype: Attribute, ln_
     else:
         assert isinstance(out, np.generic), f"{case.op.name} returns a numpy scalar"
         assert out.dtype == to_numpy_dtype(result_type)
-    ln_cases.assert_matches_reference(out, expected)
+    assert_matches_reference(out, expected)
     for v, b in zip(args, before, strict=True):
         np.testing.assert_array_equal(v, b, err_msg="the interpreter modified an argument")
 

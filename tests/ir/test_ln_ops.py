@@ -2,20 +2,17 @@
 parses back identically in custom and generic form, and its `evaluate` agrees with
 an independent numpy reference in f32 and f64.
 
-The table lives in ln_cases.py (shared with test_interpreter_ops.py); conftest.py
-parametrizes `ln_case` and `ln_eval_case` over it.
+The table is tests/support/op_cases.py, shared with the interpreter, adjoint and
+emitter tests; its rows for `ad` ops and `ln.checkpoint` take the round trip too.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from types import ModuleType
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from xdsl.context import Context
 from xdsl.dialects.builtin import f32, f64, i64
 from xdsl.ir import Attribute, Block, Operation, SSAValue
 from xdsl.parser import Parser
@@ -23,8 +20,8 @@ from xdsl.printer import Printer
 from xdsl.utils.exceptions import VerifyException
 
 from lanterna.errors import LanternaIndexError
+from lanterna.ir import make_context
 from lanterna.ir.ln import (
-    LN_OPS,
     DropoutOp,
     GatherOp,
     ItemOp,
@@ -37,8 +34,10 @@ from lanterna.ir.ln import (
 from lanterna.ir.ln.nn import splitmix64
 from lanterna.ir.types import tensor, to_numpy_dtype
 
-if TYPE_CHECKING:
-    from ln_cases import Case
+from support import op_cases
+from support.checks import assert_matches_reference
+from support.op_cases import OpCase
+from support.references import splitmix64_int
 
 
 def render(op: Operation, generic: bool) -> str:
@@ -47,43 +46,43 @@ def render(op: Operation, generic: bool) -> str:
     return out.getvalue()
 
 
+def evaluates(case: OpCase) -> bool:
+    """A row that builds one op with an `evaluate` (not the `ad` ops, not regions)."""
+    ops = case.ops(Block(arg_types=[arg.type(f32) for arg in case.args]).args, f32)
+    return len(ops) == 1 and hasattr(ops[0], "evaluate")
+
+
 # --- the table ----------------------------------------------------------------------------
 
 
-def test_every_op_has_a_case(ln_cases: ModuleType):
-    missing = [op.name for op in LN_OPS if op not in {c.op for c in ln_cases.CASES}]
-    assert not missing, f"ops in LN_OPS without a case in ln_cases.CASES: {missing}"
-
-
-def test_case_ids_are_unique(ln_cases: ModuleType):
-    ids = [c.id for c in ln_cases.CASES]
-    assert len(ids) == len(set(ids))
-
-
-def test_print_parse_round_trip(
-    ln_case: Case, ftype: Attribute, ln_cases: ModuleType, ln_ctx: Context
-):
-    module = ln_cases.build_module(ln_case, ftype)
+@pytest.mark.parametrize("case, ftype", op_cases.params("syntax"))
+def test_print_parse_round_trip(case: OpCase, ftype: Attribute):
+    ctx = make_context()
+    module = op_cases.build_module(case, ftype)
     module.verify()
-    op_name = ln_case.op.name
+    op_name = case.op.name
     for generic in (False, True):
         text = render(module, generic)
         assert (f'"{op_name}"' if generic else f"{op_name} ") in text
-        parsed = Parser(ln_ctx, text).parse_module()
+        parsed = Parser(ctx, text).parse_module()
         parsed.verify()
         assert render(parsed, generic) == text
     # Both forms describe the same IR.
-    from_generic = Parser(ln_ctx, render(module, True)).parse_module()
+    from_generic = Parser(ctx, render(module, True)).parse_module()
     assert render(from_generic, False) == render(module, False)
 
 
-def test_evaluate_matches_reference(ln_eval_case: Case, ftype: Attribute, ln_cases: ModuleType):
-    case = ln_eval_case
-    module = ln_cases.build_module(case, ftype)
+@pytest.mark.parametrize(
+    "case, ftype", op_cases.params("evaluate", [c for c in op_cases.CASES if evaluates(c)])
+)
+def test_evaluate_matches_reference(case: OpCase, ftype: Attribute):
+    module = op_cases.build_module(case, ftype)
     op = next(o for o in module.walk() if isinstance(o, case.op))
-    args = ln_cases.inputs(case, ftype)
-    out = op.evaluate(*args)
-    expected = np.asarray(case.ref(*(ln_cases.as_f64(v) for v in args)))
+    args = op_cases.inputs(case, ftype)
+    # Operands are block arguments, maybe not all of them, maybe one twice.
+    operands = [args[o.index] for o in op.operands]  # type: ignore[attr-defined]
+    out = op.evaluate(*operands)  # type: ignore[attr-defined]
+    expected = op_cases.reference(case, args)
 
     result_type = op.results[0].type
     if case.op is ItemOp:
@@ -95,7 +94,7 @@ def test_evaluate_matches_reference(ln_eval_case: Case, ftype: Attribute, ln_cas
         assert out.shape == tuple(result_type.get_shape())
         for v in args:
             assert not np.shares_memory(out, v), "evaluate must not return a view of an input"
-    ln_cases.assert_matches_reference(out, expected)
+    assert_matches_reference(out, expected)
 
 
 # --- op-specific behaviour the table cannot express ---------------------------------------
@@ -156,11 +155,11 @@ def test_gather_and_scatter_add_wrap_negative_indices():
     np.testing.assert_array_equal(got, [[2, 2], [0, 0], [0, 0], [0, 0], [2, 2]])
 
 
-def test_splitmix64_known_values(ln_cases: ModuleType):
+def test_splitmix64_known_values():
     # The published first output of SplitMix64 seeded with 0.
     assert int(splitmix64(np.uint64(0))) == 0xE220A8397B1DCDAF
     z = np.array([1, 2**63, 2**64 - 1, 0x0123456789ABCDEF], dtype=np.uint64)
-    assert [int(v) for v in splitmix64(z)] == [ln_cases.splitmix64_int(int(v)) for v in z]
+    assert [int(v) for v in splitmix64(z)] == [splitmix64_int(int(v)) for v in z]
 
 
 def test_dropout_keeps_about_one_minus_rate_and_depends_on_seed():

@@ -7,18 +7,23 @@ import numpy as np
 import pytest
 
 from lanterna.ir import parse_module, print_ir
+from lanterna.passes import run_pipeline
+
+from support import programs
+from support.checks import run
+from support.programs import AD_PROGRAMS, Program
 
 T = "tensor<2x3xf64>"
 
 
-def canonicalize(lib, source: str, *args: np.ndarray) -> str:
+def canonicalize(source: str, *args: np.ndarray) -> str:
     """Run `canonicalize` on `@f` in `source`; check the results did not change;
     return the function's text."""
     module = parse_module(source)
     module.verify()
-    before = lib.run(module, "f", *args)
-    lib.run_pipeline(module, "canonicalize")
-    after = lib.run(module, "f", *args)
+    before = run(module, "f", *args)
+    run_pipeline(module, "canonicalize")
+    after = run(module, "f", *args)
     for b, a in zip(before, after):
         np.testing.assert_array_equal(a, b)
     return print_ir(module)
@@ -65,9 +70,8 @@ S = np.array([0.5, -1.0, 2.0])
         "transpose-transpose",
     ],
 )
-def test_identity_returns_the_operand(passes_lib, body):
+def test_identity_returns_the_operand(body):
     text = canonicalize(
-        passes_lib,
         f"""func.func @f(%x: {T}) -> {T} {{
           {body}
           func.return %y : {T}
@@ -78,10 +82,9 @@ def test_identity_returns_the_operand(passes_lib, body):
     assert text.count("ln.") == 0, text
 
 
-def test_identity_keeps_a_broadcast(passes_lib):
+def test_identity_keeps_a_broadcast():
     """`s + zeros` with a larger zeros is a broadcast, not `s`."""
     text = canonicalize(
-        passes_lib,
         f"""func.func @f(%s: tensor<3xf64>) -> {T} {{
           %z = ln.zeros : {T}
           %y = ln.add %s, %z : tensor<3xf64>, {T}
@@ -92,9 +95,8 @@ def test_identity_keeps_a_broadcast(passes_lib):
     assert f"ln.add %s, %z : tensor<3xf64>, {T}" in text
 
 
-def test_a_non_unit_constant_is_not_an_identity(passes_lib):
+def test_a_non_unit_constant_is_not_an_identity():
     text = canonicalize(
-        passes_lib,
         f"""func.func @f(%x: {T}) -> {T} {{
           %c = ln.full {{value = 2.0 : f64}} : {T}
           %y = ln.mul %x, %c : {T}, {T}
@@ -105,9 +107,8 @@ def test_a_non_unit_constant_is_not_an_identity(passes_lib):
     assert "ln.mul %x, %c" in text
 
 
-def test_reshapes_compose(passes_lib):
+def test_reshapes_compose():
     text = canonicalize(
-        passes_lib,
         f"""func.func @f(%x: {T}) -> tensor<3x2xf64> {{
           %a = ln.reshape %x : {T} -> tensor<6xf64>
           %b = ln.reshape %a : tensor<6xf64> -> tensor<3x2xf64>
@@ -119,10 +120,9 @@ def test_reshapes_compose(passes_lib):
     assert "tensor<6xf64>" not in text
 
 
-def test_transposes_compose_their_permutations(passes_lib):
+def test_transposes_compose_their_permutations():
     x = np.arange(24.0).reshape(2, 3, 4)
     text = canonicalize(
-        passes_lib,
         """func.func @f(%x: tensor<2x3x4xf64>) -> tensor<3x2x4xf64> {
           %a = ln.transpose %x {perm = array<i64: 2, 0, 1>} : tensor<2x3x4xf64>
           %b = ln.transpose %a {perm = array<i64: 2, 1, 0>} : tensor<4x2x3xf64>
@@ -134,9 +134,8 @@ def test_transposes_compose_their_permutations(passes_lib):
     assert text.count("ln.transpose") == 1
 
 
-def test_small_constants_fold(passes_lib):
+def test_small_constants_fold():
     text = canonicalize(
-        passes_lib,
         """func.func @f() -> (tensor<2xf64>, tensor<2xi1>, tensor<f32>) {
           %c = ln.constant {value = dense<[1.0, 2.0]> : tensor<2xf64>} : tensor<2xf64>
           %e = ln.exp %c : tensor<2xf64>
@@ -155,9 +154,8 @@ def test_small_constants_fold(passes_lib):
     assert "dense<4.000000e+00> : tensor<f32>" in text
 
 
-def test_large_constants_do_not_fold(passes_lib):
+def test_large_constants_do_not_fold():
     text = canonicalize(
-        passes_lib,
         """func.func @f() -> tensor<65xf32> {
           %o = ln.ones : tensor<65xf32>
           %e = ln.exp %o : tensor<65xf32>
@@ -167,16 +165,15 @@ def test_large_constants_do_not_fold(passes_lib):
     assert "ln.exp %o" in text
 
 
-def test_gradient_programs_keep_their_values(passes_lib):
+@pytest.mark.parametrize("program", programs.params(AD_PROGRAMS))
+def test_gradient_programs_keep_their_values(program: Program):
     """On reverse-mode output, where the seeds and adjoint arithmetic give the
     patterns real work."""
-    lib = passes_lib
-    for name, point in [("ad_for.mlir", (0.3, 0.8)), ("ad_if.mlir", (0.7, -1.3))]:
-        module = lib.load(name)
-        lib.run_pipeline(module, "reverse-ad{func=f argnums=0,1},lower-continuations")
-        args = [np.array(v) for v in point]
-        before = lib.run(module, "f_grad", *args)
-        lib.run_pipeline(module, "elide-zero-adjoints,canonicalize,cse,dce")
-        after = lib.run(module, "f_grad", *args)
-        for b, a in zip(before, after):
-            np.testing.assert_allclose(a, b, rtol=1e-14)
+    module = program.load()
+    run_pipeline(module, f"{program.reverse_ad},lower-continuations")
+    args = program.args()
+    before = run(module, "f_grad", *args)
+    run_pipeline(module, "elide-zero-adjoints,canonicalize,cse,dce")
+    after = run(module, "f_grad", *args)
+    for b, a in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-14)

@@ -7,17 +7,14 @@ import pytest
 
 from lanterna.ir import parse_module, print_ir
 from lanterna.ir.interpreter import Interpreter
+from lanterna.passes import run_pipeline
 
-AD_PIPELINE = "reverse-ad{{func=f argnums={}}},lower-continuations,cse,dce"
+from support import programs
+from support.checks import ops_named, run
+from support.programs import AD_PROGRAMS, Program, load
 
-PROGRAMS = [
-    ("ad_if.mlir", "0,1", (0.7, -1.3)),
-    ("ad_if.mlir", "0,1", (-0.4, 0.9)),
-    ("ad_for.mlir", "0,1", (0.3, 0.8)),
-    ("ad_while.mlir", "0,1", (0.5, 1.7)),
-    ("ad_call.mlir", "0,1", (0.6, 1.4)),
-    ("ad_recursive.mlir", "0,1", (0.4, 1.1)),
-]
+AFTER_AD = "lower-continuations,cse,dce"
+AD_PIPELINE = "reverse-ad{{func=f argnums={}}}," + AFTER_AD
 
 
 def ln_ops(module) -> list[str]:
@@ -30,11 +27,11 @@ def ln_ops(module) -> list[str]:
     return out
 
 
-def fuse(lib, text: str):
+def fuse(text: str):
     module = parse_module(text)
     module.verify()
     fused = parse_module(text)
-    lib.run_pipeline(fused, "fuse-elementwise")
+    run_pipeline(fused, "fuse-elementwise")
     return module, fused
 
 
@@ -46,9 +43,8 @@ def same_results(before, after, fn: str, *args: np.ndarray) -> None:
         np.testing.assert_array_equal(g, w)
 
 
-def test_a_broadcasting_chain_becomes_one_fused_op(passes_lib):
+def test_a_broadcasting_chain_becomes_one_fused_op():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<4x3xf64>, %b: tensor<3xf64>) -> tensor<4x3xf64> {
              %s = ln.add %x, %b : tensor<4x3xf64>, tensor<3xf64>
              %t = ln.tanh %s : tensor<4x3xf64>
@@ -70,9 +66,8 @@ def test_a_broadcasting_chain_becomes_one_fused_op(passes_lib):
     same_results(before, after, "f", rng.standard_normal((4, 3)), rng.standard_normal(3))
 
 
-def test_values_used_outside_the_chain_are_not_fused_away(passes_lib):
+def test_values_used_outside_the_chain_are_not_fused_away():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<5xf32>) -> (tensor<5xf32>, tensor<5xf32>) {
              %e = ln.exp %x : tensor<5xf32>
              %n = ln.neg %e : tensor<5xf32>
@@ -88,9 +83,8 @@ def test_values_used_outside_the_chain_are_not_fused_away(passes_lib):
     same_results(before, after, "f", np.linspace(-1, 1, 5).astype(np.float32))
 
 
-def test_a_smaller_producer_joins_only_when_free_to_recompute(passes_lib):
+def test_a_smaller_producer_joins_only_when_free_to_recompute():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<4x3xf64>, %b: tensor<3xf64>) -> tensor<4x3xf64> {
              %eb = ln.exp %b : tensor<3xf64>
              %z = ln.zeros : tensor<3xf64>
@@ -108,9 +102,8 @@ def test_a_smaller_producer_joins_only_when_free_to_recompute(passes_lib):
     same_results(before, after, "f", rng.standard_normal((4, 3)), rng.standard_normal(3))
 
 
-def test_masks_selects_casts_and_constants_fuse(passes_lib):
+def test_masks_selects_casts_and_constants_fuse():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<6xf32>, %k: tensor<6xi32>) -> tensor<6xf32> {
              %c = ln.constant {value = dense<0.25> : tensor<f32>} : tensor<f32>
              %kf = ln.cast %k : tensor<6xi32> -> tensor<6xf32>
@@ -127,9 +120,8 @@ def test_masks_selects_casts_and_constants_fuse(passes_lib):
     )
 
 
-def test_non_elementwise_ops_split_chains(passes_lib):
+def test_non_elementwise_ops_split_chains():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<2x3xf64>, %w: tensor<3x3xf64>) -> tensor<f64> {
              %t = ln.tanh %x : tensor<2x3xf64>
              %u = ln.relu %t : tensor<2x3xf64>
@@ -145,18 +137,17 @@ def test_non_elementwise_ops_split_chains(passes_lib):
     same_results(before, after, "f", rng.standard_normal((2, 3)), rng.standard_normal((3, 3)))
 
 
-def test_a_single_op_is_left_alone(passes_lib):
+def test_a_single_op_is_left_alone():
     text = """func.func @f(%x: tensor<3xf64>) -> tensor<3xf64> {
                 %t = ln.tanh %x : tensor<3xf64>
                 func.return %t : tensor<3xf64>
               }"""
-    _, after = fuse(passes_lib, text)
+    _, after = fuse(text)
     assert print_ir(after) == print_ir(parse_module(text))
 
 
-def test_chains_inside_loops_and_closures_fuse(passes_lib):
+def test_chains_inside_loops_and_closures_fuse():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<3xf64>) -> tensor<3xf64> {
              %lb = arith.constant 0 : index
              %ub = arith.constant 4 : index
@@ -180,18 +171,16 @@ def test_chains_inside_loops_and_closures_fuse(passes_lib):
     same_results(before, after, "f", np.array([0.1, -0.5, 2.0]))
 
 
-def test_running_twice_changes_nothing(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_for.mlir")
-    lib.run_pipeline(module, AD_PIPELINE.format("0,1") + ",fuse-elementwise")
+def test_running_twice_changes_nothing():
+    module = load("ad_for.mlir")
+    run_pipeline(module, AD_PIPELINE.format("0,1") + ",fuse-elementwise")
     once = print_ir(module)
-    lib.run_pipeline(module, "fuse-elementwise")
+    run_pipeline(module, "fuse-elementwise")
     assert print_ir(module) == once
 
 
-def test_a_consumed_fused_op_is_inlined(passes_lib):
+def test_a_consumed_fused_op_is_inlined():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<3xf64>, %y: tensor<3xf64>) -> tensor<3xf64> {
              %f = ln.fused %x, %y : tensor<3xf64>, tensor<3xf64> -> tensor<3xf64> {
              ^bb0(%a: tensor<f64>, %b: tensor<f64>):
@@ -208,27 +197,25 @@ def test_a_consumed_fused_op_is_inlined(passes_lib):
     same_results(before, after, "f", np.array([0.1, -0.5, 2.0]), np.array([1.0, 2.0, -3.0]))
 
 
-@pytest.mark.parametrize("name,argnums,point", PROGRAMS)
-def test_ad_programs_keep_their_gradients(passes_lib, name, argnums, point):
-    lib = passes_lib
-    module = lib.load(name)
-    lib.run_pipeline(module, AD_PIPELINE.format(argnums))
-    args = [np.array(v) for v in point]
-    before = lib.run(module, "f_grad", *args)
+@pytest.mark.parametrize("program", programs.params(AD_PROGRAMS))
+def test_ad_programs_keep_their_gradients(program: Program):
+    module = program.load()
+    run_pipeline(module, f"{program.reverse_ad},{AFTER_AD}")
+    args = program.args()
+    before = run(module, "f_grad", *args)
     ops_before = len(ln_ops(module))
-    lib.run_pipeline(module, "fuse-elementwise")
-    assert lib.ops_named(module, "ln.fused") > 0, print_ir(module)
+    run_pipeline(module, "fuse-elementwise")
+    assert ops_named(module, "ln.fused") > 0, print_ir(module)
     assert len(ln_ops(module)) < ops_before
-    after = lib.run(module, "f_grad", *args)
+    after = run(module, "f_grad", *args)
     for b, a in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def test_tanh_adjoint_of_the_loop_is_one_fused_op(passes_lib):
+def test_tanh_adjoint_of_the_loop_is_one_fused_op():
     """The adjoint arithmetic `g * (1 - b * b)` of ad_for.mlir's loop body."""
-    lib = passes_lib
-    module = lib.load("ad_for.mlir")
-    lib.run_pipeline(module, AD_PIPELINE.format("0,1") + ",fuse-elementwise")
+    module = load("ad_for.mlir")
+    run_pipeline(module, AD_PIPELINE.format("0,1") + ",fuse-elementwise")
     grad = next(op for op in module.ops if op.sym_name.data == "f_grad")
     (fused,) = [op for op in grad.walk() if op.name == "ln.fused"]
     body = [op.name for op in fused.regions[0].block.ops]
@@ -236,10 +223,9 @@ def test_tanh_adjoint_of_the_loop_is_one_fused_op(passes_lib):
     assert fused.operands[0].name_hint == "b"
 
 
-def test_tree_program_with_vectors(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_tree.mlir")
-    lib.run_pipeline(module, AD_PIPELINE.format("0,1,2"))
+def test_tree_program_with_vectors():
+    module = load("ad_tree.mlir")
+    run_pipeline(module, AD_PIPELINE.format("0,1,2"))
     rng = np.random.default_rng(1)
     args = (
         rng.standard_normal(7),
@@ -248,9 +234,9 @@ def test_tree_program_with_vectors(passes_lib):
         np.array([1, 3, 5, -1, -1, -1, -1]),
         np.array([2, 4, 6, -1, -1, -1, -1]),
     )
-    before = lib.run(module, "f_grad", *args)
-    lib.run_pipeline(module, "fuse-elementwise")
-    after = lib.run(module, "f_grad", *args)
+    before = run(module, "f_grad", *args)
+    run_pipeline(module, "fuse-elementwise")
+    after = run(module, "f_grad", *args)
     for b, a in zip(before, after, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -273,9 +259,8 @@ def test_lanterna_opt_runs_the_pass(tmp_path):
     parse_module(text).verify()
 
 
-def test_a_shared_fill_is_copied_into_each_group(passes_lib):
+def test_a_shared_fill_is_copied_into_each_group():
     before, after = fuse(
-        passes_lib,
         """func.func @f(%x: tensor<3xf64>, %y: tensor<3xf64>) -> (tensor<3xf64>, tensor<3xf64>, tensor<f64>) {
              %one = ln.full {value = 1.0 : f64} : tensor<f64>
              %a = ln.sub %one, %x : tensor<f64>, tensor<3xf64>

@@ -8,36 +8,30 @@ import numpy as np
 import pytest
 
 from lanterna.ir import parse_module, print_ir
+from lanterna.passes import run_pipeline
 
-PROGRAMS = [
-    ("ad_if.mlir", (0.7, -1.3)),
-    ("ad_if.mlir", (-0.4, 0.9)),
-    ("ad_for.mlir", (0.3, 0.8)),
-    ("ad_while.mlir", (0.5, 1.7)),
-    ("ad_call.mlir", (0.6, 1.4)),
-    ("ad_recursive.mlir", (0.4, 1.1)),
-]
+from support import programs
+from support.checks import finite_differences, function, ops_named, run
+from support.programs import AD_PROGRAMS, Program, load
 
 
-@pytest.mark.parametrize("name,point", PROGRAMS)
-def test_same_gradients_before_and_after(passes_lib, name, point):
-    lib = passes_lib
-    module = lib.load(name)
-    lib.run_pipeline(module, "reverse-ad{func=f argnums=0,1}")
-    assert lib.ops_named(module, "cont.shift") > 0
-    args = [np.array(v) for v in point]
-    before = lib.run(module, "f_grad", *args)
-    lib.run_pipeline(module, "lower-continuations")
-    for name_ in ("cont.shift", "cont.reset", "cont.resume"):
-        assert lib.ops_named(module, name_) == 0, print_ir(module)
-    after = lib.run(module, "f_grad", *args)
+@pytest.mark.parametrize("program", programs.params(AD_PROGRAMS))
+def test_same_gradients_before_and_after(program: Program):
+    module = program.load()
+    run_pipeline(module, program.reverse_ad)
+    assert ops_named(module, "cont.shift") > 0
+    args = program.args()
+    before = run(module, "f_grad", *args)
+    run_pipeline(module, "lower-continuations")
+    for name in ("cont.shift", "cont.reset", "cont.resume"):
+        assert ops_named(module, name) == 0, print_ir(module)
+    after = run(module, "f_grad", *args)
     for b, a in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=1e-13)
 
 
-def test_straight_line_becomes_the_classic_adjoint_program(passes_lib):
+def test_straight_line_becomes_the_classic_adjoint_program():
     """DESIGN's worked example: forward ops in order, then adjoints in reverse."""
-    lib = passes_lib
     module = parse_module(
         """func.func @f(%x: tensor<f64>, %w: tensor<f64>) -> tensor<f64> {
              %t1 = ln.mul %x, %w : tensor<f64>, tensor<f64>
@@ -45,8 +39,8 @@ def test_straight_line_becomes_the_classic_adjoint_program(passes_lib):
              func.return %t2 : tensor<f64>
            }"""
     )
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
-    grad = [op for op in module.ops if op.sym_name.data == "f_grad"][0]
+    run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
+    grad = function(module, "f_grad")
     names = [op.name for op in grad.body.block.ops]
     assert names == [
         "ad.zero_like", "ad.zero_like",            # x_bar, w_bar
@@ -57,38 +51,34 @@ def test_straight_line_becomes_the_classic_adjoint_program(passes_lib):
         "ad.load", "ln.mul", "ad.accum", "ln.mul", "ad.accum",            # mul'
         "ad.load", "ad.load", "func.return",
     ]  # fmt: skip
-    assert lib.ops_named(module, "cont.lambda") == 0
+    assert ops_named(module, "cont.lambda") == 0
 
 
-def test_if_shares_one_continuation_closure(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_if.mlir")
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
+def test_if_shares_one_continuation_closure():
+    module = load("ad_if.mlir")
+    run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
     text = print_ir(module)
     # The rest after the if is one closure, applied from both branches.
-    assert lib.ops_named(module, "cont.lambda") == 1
+    assert ops_named(module, "cont.lambda") == 1
     assert text.count("cont.apply %kont(") == 2
 
 
-def test_loop_becomes_a_recursive_closure(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_for.mlir")
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
+def test_loop_becomes_a_recursive_closure():
+    module = load("ad_for.mlir")
+    run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
     text = print_ir(module)
     assert "cont.lambda rec %loop" in text
-    assert "scf.for" not in print_ir([op for op in module.ops if op.sym_name.data == "f_grad"][0])
+    assert "scf.for" not in print_ir(function(module, "f_grad"))
 
 
-def test_callee_takes_its_continuation(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_recursive.mlir")
-    lib.run_pipeline(module, "reverse-ad{func=f argnums=0,1},lower-continuations")
+def test_callee_takes_its_continuation():
+    module = load("ad_recursive.mlir")
+    run_pipeline(module, "reverse-ad{func=f argnums=0,1},lower-continuations")
     text = print_ir(module)
     assert "%ret: !cont.closure<(tensor<f64>, !ad.cell<tensor<f64>>) -> (tensor<f64>)>" in text
 
 
-def test_multi_shot_continuation_is_reified_as_a_closure(passes_lib):
-    lib = passes_lib
+def test_multi_shot_continuation_is_reified_as_a_closure():
     k = "!cont.k<(f64) -> (f64)>"
     module = parse_module(
         f"""func.func @f() -> f64 {{
@@ -108,27 +98,25 @@ def test_multi_shot_continuation_is_reified_as_a_closure(passes_lib):
           func.return %r : f64
         }}"""
     )
-    before = lib.run(module, "f")
-    lib.run_pipeline(module, "lower-continuations")
-    assert lib.ops_named(module, "cont.shift") == 0
-    assert lib.ops_named(module, "cont.apply") == 2
-    assert lib.run(module, "f") == before == (30.0,)
+    before = run(module, "f")
+    run_pipeline(module, "lower-continuations")
+    assert ops_named(module, "cont.shift") == 0
+    assert ops_named(module, "cont.apply") == 2
+    assert run(module, "f") == before == (30.0,)
 
 
-def test_long_loop_runs_without_python_recursion(passes_lib):
-    lib = passes_lib
-    text = (lib.load("ad_for.mlir")).__str__().replace("100 : index", "5000 : index")
+def test_long_loop_runs_without_python_recursion():
+    text = str(load("ad_for.mlir")).replace("100 : index", "5000 : index")
     module = parse_module(text)
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
-    value, dx, dw = lib.run(module, "f_grad", np.array(0.3), np.array(0.5))
+    run_pipeline(module, "reverse-ad{argnums=0,1},lower-continuations")
+    _, dx, dw = run(module, "f_grad", np.array(0.3), np.array(0.5))
     assert np.isfinite(dx) and np.isfinite(dw)
 
 
-def test_recursive_tree_gradients_before_and_after(passes_lib):
+def test_recursive_tree_gradients_before_and_after():
     """Recursion over a tree given as index arrays: one function serves any shape."""
-    lib = passes_lib
-    module = lib.load("ad_tree.mlir")
-    lib.run_pipeline(module, "reverse-ad{func=f argnums=0,1,2}")
+    module = load("ad_tree.mlir")
+    run_pipeline(module, "reverse-ad{func=f argnums=0,1,2}")
     rng = np.random.default_rng(1)
     feat, w, u = rng.standard_normal(7), np.array(0.7), np.array(-1.3)
     # ((3 4) (5 6)) rooted at 0 with inner nodes 1, 2; and a left-leaning shape
@@ -137,18 +125,20 @@ def test_recursive_tree_gradients_before_and_after(passes_lib):
         (np.array([1, 2, 3, -1, -1, -1, -1]), np.array([6, 5, 4, -1, -1, -1, -1])),
     ]
     for left, right in trees:
-        before = lib.run(module, "f_grad", feat, w, u, left, right)
-        expected = lib.finite_differences(
-            lambda a, b, c: lib.run(module, "f", a, b, c, left, right)[0], [feat, w, u]
+        before = run(module, "f_grad", feat, w, u, left, right)
+        expected = finite_differences(
+            lambda a, b, c, left=left, right=right: run(module, "f", a, b, c, left, right)[0],
+            [feat, w, u],
         )
         for g, e in zip(before[1:], expected):
             np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-9)
-    lib.run_pipeline(module, "lower-continuations")
-    assert lib.ops_named(module, "cont.shift") == 0
+    run_pipeline(module, "lower-continuations")
+    assert ops_named(module, "cont.shift") == 0
     for left, right in trees:
-        after = lib.run(module, "f_grad", feat, w, u, left, right)
-        expected = lib.finite_differences(
-            lambda a, b, c: lib.run(module, "f", a, b, c, left, right)[0], [feat, w, u]
+        after = run(module, "f_grad", feat, w, u, left, right)
+        expected = finite_differences(
+            lambda a, b, c, left=left, right=right: run(module, "f", a, b, c, left, right)[0],
+            [feat, w, u],
         )
         for g, e in zip(after[1:], expected):
             np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-9)

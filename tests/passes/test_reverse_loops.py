@@ -9,16 +9,13 @@ import numpy as np
 import pytest
 
 from lanterna.ir import cont, parse_module, print_ir
+from lanterna.passes import run_pipeline
+
+from support import programs
+from support.checks import finite_differences, ops_named, run
+from support.programs import LOOP_PROGRAMS, Program, load
 
 CPU_PIPELINE = "lower-continuations,elide-zero-adjoints,canonicalize,cse,licm,dce,fuse-elementwise"
-
-PROGRAMS = [
-    ("ad_for.mlir", (0.3, 0.8)),
-    ("ad_for.mlir", (-1.2, 1.9)),
-    ("ad_nested_for.mlir", ([0.3, -0.5, 0.9], [0.7, 1.1, -0.4])),
-    ("ad_for_if.mlir", (0.6, 0.4)),
-    ("ad_for_if.mlir", (-0.6, 0.9)),
-]
 
 
 def _rewritten_loops(module) -> int:
@@ -30,30 +27,28 @@ def _rewritten_loops(module) -> int:
     )
 
 
-@pytest.mark.parametrize("name,point", PROGRAMS)
-def test_same_gradients_as_the_callback_form_and_finite_differences(passes_lib, name, point):
-    lib = passes_lib
-    module = lib.load(name)
-    lib.run_pipeline(module, "reverse-ad{func=f argnums=0,1}")
-    args = [np.array(v, dtype=np.float64) for v in point]
-    before = lib.run(module, "f_grad", *args)
-    lib.run_pipeline(module, "reverse-loops")
+@pytest.mark.parametrize("program", programs.params(LOOP_PROGRAMS))
+def test_same_gradients_as_the_callback_form_and_finite_differences(program: Program):
+    module = program.load()
+    run_pipeline(module, program.reverse_ad)
+    args = program.args()
+    before = run(module, "f_grad", *args)
+    run_pipeline(module, "reverse-loops")
     module.verify()
-    after = lib.run(module, "f_grad", *args)
+    after = run(module, "f_grad", *args)
     for b, a in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=1e-13)
-    expected = lib.finite_differences(lambda x, w: lib.run(module, "f", x, w)[0], args)
+    expected = finite_differences(lambda x, w: run(module, "f", x, w)[0], args)
     for g, e in zip(after[1:], expected):
         np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-9)
-    lib.run_pipeline(module, CPU_PIPELINE)
-    for b, a in zip(before, lib.run(module, "f_grad", *args)):
+    run_pipeline(module, CPU_PIPELINE)
+    for b, a in zip(before, run(module, "f_grad", *args)):
         np.testing.assert_allclose(a, b, rtol=1e-13)
 
 
-def test_loop_becomes_forward_and_backward_loops(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_for.mlir")
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},reverse-loops")
+def test_loop_becomes_forward_and_backward_loops():
+    module = load("ad_for.mlir")
+    run_pipeline(module, "reverse-ad{argnums=0,1},reverse-loops")
     text = print_ir(module)
     assert _rewritten_loops(module) == 0, text
     grad = next(
@@ -64,43 +59,40 @@ def test_loop_becomes_forward_and_backward_loops(passes_lib):
     # output; x and w live outside the loop, cells are rebuilt backward.
     assert "%h_saved = ad.stack : tensor<f64>" in text
     assert "%b_saved = ad.stack : tensor<f64>" in text
-    assert lib.ops_named(module, "ad.stack") == 2
-    assert lib.ops_named(module, "ad.push") == 2 and lib.ops_named(module, "ad.pop") == 2
-    lib.run_pipeline(module, "lower-continuations")
+    assert ops_named(module, "ad.stack") == 2
+    assert ops_named(module, "ad.push") == 2 and ops_named(module, "ad.pop") == 2
+    run_pipeline(module, "lower-continuations")
     # No recursive closure is left: the stack does not grow with the trip count.
-    assert lib.ops_named(module, "cont.lambda") == 0, print_ir(module)
+    assert ops_named(module, "cont.lambda") == 0, print_ir(module)
 
 
-def test_nested_loops_save_the_inner_stacks(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_nested_for.mlir")
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},reverse-loops")
+def test_nested_loops_save_the_inner_stacks():
+    module = load("ad_nested_for.mlir")
+    run_pipeline(module, "reverse-ad{argnums=0,1},reverse-loops")
     text = print_ir(module)
     assert _rewritten_loops(module) == 0
     assert "ad.stack : !ad.stack<tensor<3xf64>>" in text
-    lib.run_pipeline(module, "lower-continuations")
-    assert lib.ops_named(module, "cont.lambda") == 0
+    run_pipeline(module, "lower-continuations")
+    assert ops_named(module, "cont.lambda") == 0
 
 
-def test_a_loop_that_branches_is_left_to_lower_continuations(passes_lib):
-    lib = passes_lib
-    module = lib.load("ad_for_if.mlir")
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1}")
+def test_a_loop_that_branches_is_left_to_lower_continuations():
+    module = load("ad_for_if.mlir")
+    run_pipeline(module, "reverse-ad{argnums=0,1}")
     before = print_ir(module)
-    lib.run_pipeline(module, "reverse-loops")
+    run_pipeline(module, "reverse-loops")
     assert print_ir(module) == before
 
 
 @pytest.mark.parametrize("trips", [0, 1])
-def test_short_loops(passes_lib, trips):
-    lib = passes_lib
-    text = str(lib.load("ad_for.mlir")).replace("100 : index", f"{trips} : index")
+def test_short_loops(trips):
+    text = str(load("ad_for.mlir")).replace("100 : index", f"{trips} : index")
     args = [np.array(0.3), np.array(0.8)]
     module = parse_module(text)
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1}")
-    before = lib.run(module, "f_grad", *args)
-    lib.run_pipeline(module, "reverse-loops," + CPU_PIPELINE)
-    for b, a in zip(before, lib.run(module, "f_grad", *args)):
+    run_pipeline(module, "reverse-ad{argnums=0,1}")
+    before = run(module, "f_grad", *args)
+    run_pipeline(module, "reverse-loops," + CPU_PIPELINE)
+    for b, a in zip(before, run(module, "f_grad", *args)):
         np.testing.assert_allclose(a, b, rtol=1e-13)
 
 
@@ -120,15 +112,14 @@ def _reference(x: float, w: float, n: int) -> tuple[float, float, float]:
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
-def test_cpu_runs_a_long_loop_without_growing_the_stack(passes_lib):
+def test_cpu_runs_a_long_loop_without_growing_the_stack():
     """300,000 iterations: three times what the callback form runs even on its
     4 GiB rerun stack."""
     from lanterna.backends import get_backend
 
-    lib = passes_lib
     n = 300_000
-    module = parse_module(str(lib.load("ad_for.mlir")).replace("100 : index", f"{n} : index"))
-    lib.run_pipeline(module, "reverse-ad{argnums=0,1},reverse-loops," + CPU_PIPELINE)
-    assert lib.ops_named(module, "cont.lambda") == 0
+    module = parse_module(str(load("ad_for.mlir")).replace("100 : index", f"{n} : index"))
+    run_pipeline(module, "reverse-ad{argnums=0,1},reverse-loops," + CPU_PIPELINE)
+    assert ops_named(module, "cont.lambda") == 0
     got = get_backend("cpu").compile(module, "f_grad")(np.array(0.3), np.array(0.5))
     np.testing.assert_allclose([float(g) for g in got], _reference(0.3, 0.5, n), rtol=1e-9)

@@ -1,8 +1,8 @@
 """Fuzzing `lanterna-opt` with mutated IR: whatever the bytes, it exits with status 0,
 1 or 2 within 10 s, never with a traceback or an internal error.
 
-Seeds are every `.mlir` file under tests/, the IR of each `ln` op case of
-tests/ir/ln_cases.py and a few traced programs (a gradient, loops, a branch), each
+Seeds are every `.mlir` file under tests/, the IR of each op case of
+tests/support/op_cases.py and a few traced programs (a gradient, loops, a branch), each
 in custom and generic syntax. A case picks a seed, applies one to six mutations
 (bit flips, byte changes, deletions, duplications, splices from another seed,
 truncation, insertions of text the lexer treats specially) and runs the result
@@ -18,12 +18,11 @@ failing input; add it to `REGRESSIONS`).
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import io
 import os
 import re
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,15 +50,8 @@ TIME_LIMIT_S = 10
 
 
 def _ln_cases() -> ModuleType:
-    # tests/ir/conftest.py loads the table by path under this name; reuse it if loaded.
-    if "ln_cases" in sys.modules:
-        return sys.modules["ln_cases"]
-    spec = importlib.util.spec_from_file_location("ln_cases", TESTS / "ir" / "ln_cases.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    # The shared op table, tests/support/op_cases.py.
+    return importlib.import_module("support.op_cases")
 
 
 def _traced() -> list[str]:

@@ -1,16 +1,13 @@
 """Every differentiable op's gradient program gives the interpreter's numbers on the
 cpu backend.
 
-The cases are the adjoint-rule table of tests/ir/test_adjoint_rules.py (loaded by
-path: tests are not a package). All gradient functions go into one module behind
+The cases are the rows of the op table that reverse mode differentiates
+(support.gradients.GRAD_CASES, the ones tests/ir/test_adjoint_rules.py checks
+against finite differences). All gradient functions go into one module behind
 one entry that calls each of them, so the whole table costs a single compile.
 """
 
 from __future__ import annotations
-
-import importlib.util
-import sys
-from pathlib import Path
 
 import numpy as np
 from xdsl.dialects import func
@@ -23,26 +20,15 @@ from lanterna.ir.interpreter import Interpreter
 from lanterna.passes import run_pipeline
 from lanterna.passes.reverse_ad import ReverseAD
 
-
-def _rules_table():
-    path = Path(__file__).parents[2] / "ir" / "test_adjoint_rules.py"
-    spec = importlib.util.spec_from_file_location("adjoint_rule_cases", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from support.gradients import GRAD_CASES, build_loss, loss_inputs
 
 
 def test_every_rule_on_cpu_matches_the_interpreter(cache_dir):
-    table = _rules_table()
     combined = ModuleOp([])
     entry_args, calls, all_inputs = [], [], []
-    for n, case in enumerate(table.CASES):
-        module = table.build_loss(case)
-        ReverseAD(func="f", argnums=tuple(case.float_args()), out="f_grad").apply(
-            make_context(), module
-        )
+    for n, case in enumerate(GRAD_CASES):
+        module = build_loss(case)
+        ReverseAD(func="f", argnums=case.grad_args(), out="f_grad").apply(make_context(), module)
         for op in list(module.ops):
             op.detach()
             old = op.sym_name.data
@@ -54,7 +40,7 @@ def test_every_rule_on_cpu_matches_the_interpreter(cache_dir):
         grad_fn = next(o for o in combined.ops if o.sym_name.data == f"c{n}_f_grad")
         calls.append(grad_fn)
         entry_args.extend(grad_fn.function_type.inputs.data)
-        all_inputs.extend(table.inputs(case))
+        all_inputs.extend(loss_inputs(case))
 
     block = Block(arg_types=entry_args)
     results, pos = [], 0
