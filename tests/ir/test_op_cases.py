@@ -1,4 +1,5 @@
 """The op table itself (tests/support/op_cases.py): every op of the `ln` and `ad`
+and `buf`
 dialects has a row, or an entry in `NO_ROW` saying why not, and every row builds
 what it claims. The suites reading the table are listed in its docstring."""
 
@@ -9,13 +10,14 @@ from xdsl.dialects.builtin import f32, f64
 from xdsl.ir import Block
 
 from lanterna.ir.ad import AD
+from lanterna.ir.buf import Buf
 from lanterna.ir.ln import LN
 
 from support import op_cases
 from support.op_cases import SUITES, OpCase
 
 # The dialects whose every op needs a row (a new tensor-level dialect joins here).
-DIALECTS = [LN, AD]
+DIALECTS = [LN, AD, Buf]
 
 
 def built_op_types(case: OpCase) -> set[type]:

@@ -56,7 +56,7 @@ from xdsl.dialects import arith, func
 from xdsl.dialects.builtin import ModuleOp, TensorType, f32, f64, i1, i32, i64
 from xdsl.ir import Attribute, Block, Operation, Region, SSAValue
 
-from lanterna.ir import ad
+from lanterna.ir import ad, buf
 from lanterna.ir.ln import (
     AbsOp,
     AddOp,
@@ -244,6 +244,15 @@ def accum_into(cell: Operation, *values: SSAValue) -> list[Operation]:
     return [cell, *(ad.AccumOp(cell, v) for v in values), ad.LoadOp(cell)]
 
 
+def accum_matmul(v: list[SSAValue], *, deferred: bool = False, **flags: bool) -> list[Operation]:
+    """cell(c) += op(x) @ op(y), then load; a deferred product is flushed first."""
+    c = ad.CellFromOp(v[0])
+    ops: list[Operation] = [c, ad.AccumMatmulOp(c, v[1], v[2], deferred=deferred, **flags)]
+    if deferred:
+        ops.append(ad.FlushProductsOp(c))
+    return [*ops, ad.LoadOp(c)]
+
+
 def stack_round_trip(v: list[SSAValue], f: Attribute) -> list[Operation]:
     """Push x then y, pop y then x: `y - x` shows the order."""
     s = ad.StackOp(v[0].type)
@@ -390,6 +399,13 @@ CASES: list[OpCase] = [
            matmul_ref),
     OpCase("matmul-3x2", MatmulOp, (a(2, 3, 4), a(4, 5)), lambda v, f: MatmulOp(v[0], v[1]),
            matmul_ref),
+    OpCase("matmul-transpose_a", MatmulOp, (a(3, 2), a(3, 4)),
+           lambda v, f: MatmulOp(v[0], v[1], transpose_a=True), lambda x, y: x.T @ y),
+    OpCase("matmul-transpose_b", MatmulOp, (a(2, 3), a(4, 3)),
+           lambda v, f: MatmulOp(v[0], v[1], transpose_b=True), lambda x, y: x @ y.T),
+    OpCase("matmul-transpose_ab", MatmulOp, (a(3, 2), a(4, 3)),
+           lambda v, f: MatmulOp(v[0], v[1], transpose_a=True, transpose_b=True),
+           lambda x, y: x.T @ y.T),
     # --- ln, reduce.py ------------------------------------------------------------------------
     OpCase("sum-all", SumOp, (a(2, 3, 4),), lambda v, f: SumOp(v[0]), lambda x: x.sum()),
     OpCase("sum-axes", SumOp, (a(2, 3, 4),), lambda v, f: SumOp(v[0], axes=(-1, 0)),
@@ -617,6 +633,32 @@ CASES: list[OpCase] = [
            floats=True, no_grad=CELLS),
     OpCase("stack-push-pop", ad.PopOp, (a(2, 3), a(2, 3)), stack_round_trip,
            lambda x, y: y - x, no_grad=CELLS),
+    # --- ad: what the linalg passes make (accumulate-products, defer-products, ...) ---------
+    OpCase("accum_matmul", ad.AccumMatmulOp, (a(2, 4), a(3, 2), a(3, 4)),
+           lambda v, f: accum_matmul(v, transpose_a=True), lambda c, x, y: c + x.T @ y,
+           no_grad=CELLS),
+    OpCase("accum_matmul-transpose_b", ad.AccumMatmulOp, (a(2, 4), a(2, 3), a(4, 3)),
+           lambda v, f: accum_matmul(v, transpose_b=True), lambda c, x, y: c + x @ y.T,
+           no_grad=CELLS),
+    OpCase("accum_matmul-deferred-flush", ad.FlushProductsOp, (a(2, 4), a(2, 3), a(3, 4)),
+           lambda v, f: accum_matmul(v, deferred=True), lambda c, x, y: c + x @ y,
+           no_grad=CELLS),
+    OpCase("drop_products", ad.DropProductsOp, (a(2, 4), a(2, 4)),
+           lambda v, f: [c := ad.CellFromOp(v[0]), ad.DropProductsOp(c), ad.AccumOp(c, v[1]),
+                         ad.LoadOp(c)],
+           lambda c, g: c + g, no_grad=CELLS),
+    # --- buf: what plan-buffers places --------------------------------------------------------
+    OpCase("take_cell-take_load", buf.TakeLoadOp, (a(2, 3), a(2, 3)),
+           lambda v, f: [t := TanhOp(v[0]), c := buf.TakeCellOp(t), ad.AccumOp(c, v[1]),
+                         buf.TakeLoadOp(c)],
+           lambda x, y: np.tanh(x) + y, no_grad=CELLS),
+    OpCase("release", buf.ReleaseOp, (a(2, 3), a(2, 3)),
+           lambda v, f: [t := ExpOp(v[0]), m := MulOp(t, v[1]), buf.ReleaseOp(t), NegOp(m)],
+           lambda x, y: -(np.exp(x) * y), no_grad=CELLS),
+    OpCase("accum_slice", ad.AccumSliceOp, (a(2, 5), a(2, 2)),
+           lambda v, f: [c := ad.CellFromOp(v[0]), ad.AccumSliceOp(c, v[1], axis=1, offset=3),
+                         ad.LoadOp(c)],
+           lambda c, g: np.concatenate([c[:, :3], c[:, 3:] + g], axis=1), no_grad=CELLS),
 ]
 # fmt: on
 
