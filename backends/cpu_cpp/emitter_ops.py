@@ -27,11 +27,7 @@ from lanterna.backends.c_like.elementwise import (
     strides,
 )
 from lanterna.backends.c_like.emitter import c_string
-
-# The lowerings below take the cpu emitter (annotated `CEmitter`, its name before the
-# C-like core moved out).
-from lanterna.backends.cpu_cpp.emitter import IVDEP, Lowering
-from lanterna.backends.cpu_cpp.emitter import CpuEmitter as CEmitter
+from lanterna.backends.cpu_cpp.emitter import IVDEP, CpuEmitter, Lowering
 from lanterna.ir import ad, buf, ln
 from lanterna.ir.ln.base import error_origin, get_float, get_int, get_ints
 from lanterna.ir.types import is_float, to_numpy_dtype
@@ -41,7 +37,7 @@ __all__ = ["CPU_OPS", "element", "fill_literal", "literal", "numel", "shape", "s
 # --- buffers --------------------------------------------------------------------------------
 
 
-def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
+def result(em: CpuEmitter, op: Operation) -> tuple[str, str, int]:
     """Declare the op's result (a tensor or a cell) as a fresh buffer: (name, C
     element type, size). With an output slot (`{buf.output = j}`, placed by
     `plan-buffers`) the buffer is the caller's output #j."""
@@ -58,14 +54,14 @@ def result(em: CEmitter, op: Operation) -> tuple[str, str, int]:
     return name, c, n
 
 
-def alias(em: CEmitter, op: Operation, src: SSAValue) -> None:
+def alias(em: CpuEmitter, op: Operation, src: SSAValue) -> None:
     """Declare the op's result as `src`'s buffer under a new name."""
     _check_storage(em, op, buf.Storage.VIEW, buf.Storage.TAKEN)
     r = op.results[0]
     em.line(f"{em.ctype(r.type)} {em.define(r)} = {em.ref(src)};")
 
 
-def _check_storage(em: CEmitter, op: Operation, *kinds: buf.Storage) -> None:
+def _check_storage(em: CpuEmitter, op: Operation, *kinds: buf.Storage) -> None:
     """The lowering agrees with `buf.storage`, which `plan-buffers` planned by."""
     if buf.storage(op) not in kinds:
         raise NotImplementedError(
@@ -86,7 +82,7 @@ def origin(op: Operation) -> str:
 # --- constants and fills -------------------------------------------------------------------
 
 
-def _constant(em: CEmitter, op: Operation) -> None:
+def _constant(em: CpuEmitter, op: Operation) -> None:
     r = op.results[0]
     value = op.properties["value"]
     assert isinstance(value, DenseIntOrFPElementsAttr)
@@ -105,7 +101,7 @@ def _constant(em: CEmitter, op: Operation) -> None:
     em.line(f"const {c}* {name} = {data};")
 
 
-def _fill(em: CEmitter, op: Operation) -> None:
+def _fill(em: CpuEmitter, op: Operation) -> None:
     y, _, n = result(em, op)
     em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {fill_literal(em, op)};")
 
@@ -113,7 +109,7 @@ def _fill(em: CEmitter, op: Operation) -> None:
 # --- reductions -----------------------------------------------------------------------------
 
 
-def _reduce(em: CEmitter, op: Operation) -> None:
+def _reduce(em: CpuEmitter, op: Operation) -> None:
     x = op.operands[0]
     axes = get_ints(op.properties, "axes")
     dims = list(shape(x))
@@ -156,7 +152,7 @@ def _reduce(em: CEmitter, op: Operation) -> None:
 
 
 def _gemm_operands(
-    em: CEmitter, a: SSAValue, b: SSAValue, ta: bool, tb: bool
+    em: CpuEmitter, a: SSAValue, b: SSAValue, ta: bool, tb: bool
 ) -> tuple[int, int, int, str]:
     """(m, n, k, the GEMM's operand arguments) of op(a) @ op(b), matrices stored
     row-major: a transposed operand is read through its `trans` flag."""
@@ -169,7 +165,7 @@ def _flags(ta: bool, tb: bool) -> str:
     return f"{str(ta).lower()}, {str(tb).lower()}"
 
 
-def _matmul(em: CEmitter, op: Operation) -> None:
+def _matmul(em: CpuEmitter, op: Operation) -> None:
     assert isinstance(op, ln.MatmulOp)
     a, b = op.operands
     sa, sb = shape(a), shape(b)
@@ -199,7 +195,7 @@ def _matmul(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _accum_matmul(em: CEmitter, op: Operation) -> None:
+def _accum_matmul(em: CpuEmitter, op: Operation) -> None:
     """cell += op(a) @ op(b): one GEMM with beta 1, or logged (`{deferred}`)."""
     assert isinstance(op, ad.AccumMatmulOp)
     ta, tb = op.transposes
@@ -215,7 +211,7 @@ def _accum_matmul(em: CEmitter, op: Operation) -> None:
 
 
 def copy_strided(
-    em: CEmitter,
+    em: CpuEmitter,
     c: str,
     dst: str,
     dst_strides: Sequence[int],
@@ -231,12 +227,12 @@ def copy_strided(
     )
 
 
-def _reshape(em: CEmitter, op: Operation) -> None:
+def _reshape(em: CpuEmitter, op: Operation) -> None:
     # Values are immutable, so a reshape shares its operand's buffer.
     alias(em, op, op.operands[0])
 
 
-def _transpose(em: CEmitter, op: Operation) -> None:
+def _transpose(em: CpuEmitter, op: Operation) -> None:
     x = op.operands[0]
     perm = get_ints(op.properties, "perm")
     if list(perm) == sorted(perm):
@@ -248,7 +244,7 @@ def _transpose(em: CEmitter, op: Operation) -> None:
     copy_strided(em, c, y, strides(out), 0, em.ref(x), [xs[p] for p in perm], 0, out)
 
 
-def _broadcast_to(em: CEmitter, op: Operation) -> None:
+def _broadcast_to(em: CpuEmitter, op: Operation) -> None:
     x = op.operands[0]
     out = shape(op.results[0])
     src = shape(x)
@@ -261,7 +257,7 @@ def _broadcast_to(em: CEmitter, op: Operation) -> None:
     copy_strided(em, c, y, strides(out), 0, em.ref(x), src_strides, 0, out)
 
 
-def _slice(em: CEmitter, op: Operation) -> None:
+def _slice(em: CpuEmitter, op: Operation) -> None:
     x = op.operands[0]
     start, step = get_ints(op.properties, "start"), get_ints(op.properties, "step")
     out = shape(op.results[0])
@@ -272,7 +268,7 @@ def _slice(em: CEmitter, op: Operation) -> None:
     copy_strided(em, c, y, strides(out), 0, em.ref(x), src_strides, offset, out)
 
 
-def _accum_slice(em: CEmitter, op: Operation) -> None:
+def _accum_slice(em: CpuEmitter, op: Operation) -> None:
     """cell[..., offset : offset + width, ...] += piece, along `axis`."""
     assert isinstance(op, ad.AccumSliceOp)
     cell = em.ref(op.cell)
@@ -287,7 +283,7 @@ def _accum_slice(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _concatenate(em: CEmitter, op: Operation) -> None:
+def _concatenate(em: CpuEmitter, op: Operation) -> None:
     axis = get_int(op.properties, "axis")
     out = shape(op.results[0])
     out_strides = strides(out)
@@ -301,7 +297,7 @@ def _concatenate(em: CEmitter, op: Operation) -> None:
         offset += dims[axis]
 
 
-def _gather(em: CEmitter, op: Operation) -> None:
+def _gather(em: CpuEmitter, op: Operation) -> None:
     table, indices = op.operands
     rows, *rest = shape(table)
     y, _, _ = result(em, op)
@@ -311,7 +307,7 @@ def _gather(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _scatter_add(em: CEmitter, op: Operation) -> None:
+def _scatter_add(em: CpuEmitter, op: Operation) -> None:
     updates, indices = op.operands
     rows, *rest = shape(op.results[0])
     y, _, _ = result(em, op)
@@ -321,12 +317,12 @@ def _scatter_add(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _item(em: CEmitter, op: Operation) -> None:
+def _item(em: CpuEmitter, op: Operation) -> None:
     r = op.results[0]
     em.line(f"{em.ctype(r.type)} {em.define(r)} = {em.ref(op.operands[0])}[0];")
 
 
-def _from_scalar(em: CEmitter, op: Operation) -> None:
+def _from_scalar(em: CpuEmitter, op: Operation) -> None:
     y, _, _ = result(em, op)
     em.line(f"{y}[0] = {em.ref(op.operands[0])};")
 
@@ -334,7 +330,7 @@ def _from_scalar(em: CEmitter, op: Operation) -> None:
 # --- nn -------------------------------------------------------------------------------------
 
 
-def _softmax(em: CEmitter, op: Operation) -> None:
+def _softmax(em: CpuEmitter, op: Operation) -> None:
     x = op.operands[0]
     axis = get_int(op.properties, "axis")
     dims = shape(x)
@@ -346,7 +342,7 @@ def _softmax(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _loss(em: CEmitter, op: Operation) -> None:
+def _loss(em: CpuEmitter, op: Operation) -> None:
     scores, target = op.operands
     n, classes = shape(scores)
     reduction = op.properties["reduction"]
@@ -371,7 +367,7 @@ def window(
     return f"lanterna::Window{arr([n, c, h, w, *kernel, *stride, *padding])}"
 
 
-def _conv2d(em: CEmitter, op: Operation) -> None:
+def _conv2d(em: CpuEmitter, op: Operation) -> None:
     x, w = op.operands
     o, _, kh, kw = shape(w)
     stride, padding = get_ints(op.properties, "stride"), get_ints(op.properties, "padding")
@@ -381,7 +377,7 @@ def _conv2d(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _conv2d_input_grad(em: CEmitter, op: Operation) -> None:
+def _conv2d_input_grad(em: CpuEmitter, op: Operation) -> None:
     g, w = op.operands
     o, _, kh, kw = shape(w)
     stride, padding = get_ints(op.properties, "stride"), get_ints(op.properties, "padding")
@@ -390,7 +386,7 @@ def _conv2d_input_grad(em: CEmitter, op: Operation) -> None:
     em.line(f"lanterna::conv2d_input_grad({em.ref(g)}, {em.ref(w)}, {y}, {win}, {o});")
 
 
-def _conv2d_weight_grad(em: CEmitter, op: Operation) -> None:
+def _conv2d_weight_grad(em: CpuEmitter, op: Operation) -> None:
     x, g = op.operands
     o, _, kh, kw = shape(op.results[0])
     stride, padding = get_ints(op.properties, "stride"), get_ints(op.properties, "padding")
@@ -401,7 +397,7 @@ def _conv2d_weight_grad(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _pool(em: CEmitter, op: Operation) -> None:
+def _pool(em: CpuEmitter, op: Operation) -> None:
     x = op.operands[0]
     props = [get_ints(op.properties, k) for k in ("kernel", "stride", "padding")]
     y, _, _ = result(em, op)
@@ -409,14 +405,14 @@ def _pool(em: CEmitter, op: Operation) -> None:
     em.line(f"lanterna::{kernel}({em.ref(x)}, {y}, {window(x, *props)});")
 
 
-def _max_pool2d_grad(em: CEmitter, op: Operation) -> None:
+def _max_pool2d_grad(em: CpuEmitter, op: Operation) -> None:
     x, g = op.operands
     props = [get_ints(op.properties, k) for k in ("kernel", "stride", "padding")]
     y, _, _ = result(em, op)
     em.line(f"lanterna::max_pool2d_grad({em.ref(x)}, {em.ref(g)}, {y}, {window(x, *props)});")
 
 
-def _dropout(em: CEmitter, op: Operation) -> None:
+def _dropout(em: CpuEmitter, op: Operation) -> None:
     x, seed = op.operands
     rate = repr(get_float(op.properties, "rate"))
     y, _, n = result(em, op)
@@ -426,35 +422,35 @@ def _dropout(em: CEmitter, op: Operation) -> None:
 # --- adjoint cells --------------------------------------------------------------------------
 
 
-def _zero_like(em: CEmitter, op: Operation) -> None:
+def _zero_like(em: CpuEmitter, op: Operation) -> None:
     r = op.results[0]
     c = em.scalar_type(element(r))
     em.line(f"{c}* {em.define(r)} = lanterna::zeros<{c}>({numel(r)});")
 
 
-def _flush_products(em: CEmitter, op: Operation) -> None:
+def _flush_products(em: CpuEmitter, op: Operation) -> None:
     em.line(f"lanterna::flush_products({em.ref(op.operands[0])});")
 
 
-def _drop_products(em: CEmitter, op: Operation) -> None:
+def _drop_products(em: CpuEmitter, op: Operation) -> None:
     em.line(f"lanterna::drop_products({em.ref(op.operands[0])});")
 
 
-def _new_stack(em: CEmitter, op: Operation) -> None:
+def _new_stack(em: CpuEmitter, op: Operation) -> None:
     r = op.results[0]
     em.line(f"{em.ctype(r.type)} {em.define(r)} = lanterna::new_stack<{em.ctype(r.type.elem)}>();")
 
 
-def _push(em: CEmitter, op: Operation) -> None:
+def _push(em: CpuEmitter, op: Operation) -> None:
     em.line(f"{em.ref(op.operands[0])}->push_back({em.ref(op.operands[1])});")
 
 
-def _pop(em: CEmitter, op: Operation) -> None:
+def _pop(em: CpuEmitter, op: Operation) -> None:
     r = op.results[0]
     em.line(f"{em.ctype(r.type)} {em.define(r)} = lanterna::pop({em.ref(op.operands[0])});")
 
 
-def _accum(em: CEmitter, op: Operation) -> None:
+def _accum(em: CpuEmitter, op: Operation) -> None:
     cell, g = op.operands
     cell_name, g_name = em.ref(cell), em.ref(g)
     add = "{0} + {1}" if is_float(element(g)) else "lanterna::wrap_add({0}, {1})"
@@ -465,17 +461,17 @@ def _accum(em: CEmitter, op: Operation) -> None:
     )
 
 
-def _load(em: CEmitter, op: Operation) -> None:
+def _load(em: CpuEmitter, op: Operation) -> None:
     # A snapshot: later accumulations must not change the loaded value.
     _copy(em, op, op.operands[0])
 
 
-def _cell_from(em: CEmitter, op: Operation) -> None:
+def _cell_from(em: CpuEmitter, op: Operation) -> None:
     # A fresh buffer: accumulations into the cell must not change the operand.
     _copy(em, op, op.operands[0])
 
 
-def _copy(em: CEmitter, op: Operation, src: SSAValue) -> None:
+def _copy(em: CpuEmitter, op: Operation, src: SSAValue) -> None:
     y, _, n = result(em, op)
     em.line(IVDEP)
     em.line(f"for (int64_t i_ = 0; i_ < {n}; ++i_) {y}[i_] = {em.ref(src)}[i_];")
@@ -484,19 +480,19 @@ def _copy(em: CEmitter, op: Operation, src: SSAValue) -> None:
 # --- buffers (placed by plan-buffers) -------------------------------------------------------
 
 
-def _take_cell(em: CEmitter, op: Operation) -> None:
+def _take_cell(em: CpuEmitter, op: Operation) -> None:
     """The cell is the value's buffer, which nothing else sees any more."""
     r = op.results[0]
     ctype = em.ctype(r.type)
     em.line(f"{ctype} {em.define(r)} = const_cast<{ctype}>({em.ref(op.operands[0])});")
 
 
-def _take_load(em: CEmitter, op: Operation) -> None:
+def _take_load(em: CpuEmitter, op: Operation) -> None:
     """The cell's last use: its buffer becomes the value, no copy."""
     alias(em, op, op.operands[0])
 
 
-def _release(em: CEmitter, op: Operation) -> None:
+def _release(em: CpuEmitter, op: Operation) -> None:
     """The arena hands the buffer to the next request of its size."""
     v = op.operands[0]
     nbytes = numel(v) * to_numpy_dtype(element(v)).itemsize
