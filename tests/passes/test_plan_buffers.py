@@ -16,6 +16,8 @@ from lanterna.ir import parse_module, print_ir
 from lanterna.ir.interpreter import Interpreter, InterpreterError
 from lanterna.passes import run_pipeline
 
+from support import programs
+
 INPUTS = Path(__file__).parent / "inputs"
 T = "tensor<4xf32>"
 
@@ -290,28 +292,12 @@ def test_continuations_must_be_lowered_first():
 
 # --- every differentiation program through the whole cpu pipeline ---------------------------
 
-RNG = np.random.default_rng(5)
+# The shared differentiation programs, plus the loops, a checkpoint and the tree.
 PROGRAMS = [
-    ("ad_if.mlir", "0,1", (np.array(0.7), np.array(-1.3))),
-    ("ad_if.mlir", "0,1", (np.array(-0.4), np.array(0.9))),
-    ("ad_for.mlir", "0,1", (np.array(0.3), np.array(0.8))),
-    ("ad_while.mlir", "0,1", (np.array(0.5), np.array(1.7))),
-    ("ad_call.mlir", "0,1", (np.array(0.6), np.array(1.4))),
-    ("ad_recursive.mlir", "0,1", (np.array(0.4), np.array(1.1))),
-    ("ad_for_if.mlir", "0,1", (np.array(0.6), np.array(0.4))),
-    ("ad_nested_for.mlir", "0,1", (RNG.standard_normal(3), RNG.standard_normal(3))),
-    ("ad_checkpoint.mlir", "0,1", (RNG.standard_normal(3), RNG.standard_normal(3))),
-    (
-        "ad_tree.mlir",
-        "0,1,2",
-        (
-            RNG.standard_normal(7),
-            np.array(0.7),
-            np.array(-1.3),
-            np.array([1, 3, 5, -1, -1, -1, -1]),
-            np.array([2, 4, 6, -1, -1, -1, -1]),
-        ),
-    ),
+    *programs.AD_PROGRAMS,
+    *programs.LOOP_PROGRAMS,
+    programs.Program("ad_checkpoint.mlir", ([0.3, -0.5, 0.9], [0.7, 1.1, -0.4])),
+    programs.TREE,
 ]
 
 
@@ -319,18 +305,18 @@ def _without(pipeline: str, name: str) -> str:
     return ",".join(p for p in pipeline.split(",") if p != name)
 
 
-@pytest.mark.parametrize("name,argnums,args", PROGRAMS)
-def test_the_cpu_pipeline_releases_safely(name, argnums, args):
+@pytest.mark.parametrize("program", programs.params(PROGRAMS))
+def test_the_cpu_pipeline_releases_safely(program):
     """Every release, takeover and slot the cpu pipeline places is checked by the
     interpreter, and the gradients are those of the pipeline without them."""
-    text = (INPUTS / name).read_text()
-    grad = f"reverse-ad{{func=f argnums={argnums}}},"
-    plain = parse_module(text)
+    grad = program.reverse_ad + ","
+    plain = program.load()
     run_pipeline(plain, grad + _without(CpuBackend.default_pipeline, "plan-buffers"))
-    planned = parse_module(text)
+    planned = program.load()
     run_pipeline(planned, grad + CpuBackend.default_pipeline)
     planned.verify()
     assert any(op.name == "buf.release" for op in planned.walk()), print_ir(planned)
+    args = program.args()
     want = Interpreter(plain).call("f_grad", *args)
     got = Interpreter(planned).call("f_grad", *args)
     for w, g in zip(want, got, strict=True):

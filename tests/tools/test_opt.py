@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from xdsl.context import Context
 from xdsl.dialects import func
@@ -25,6 +26,7 @@ CSE_DCE = INPUTS / "cse_dce.mlir"
 CELLS = INPUTS / "cells.mlir"
 MALFORMED = INPUTS / "malformed.mlir"
 INVALID_RESET = INPUTS / "invalid_reset.mlir"
+DENSE_STEP = INPUTS / "dense_step.mlir"
 
 
 @register_pass
@@ -481,3 +483,37 @@ def test_python_dash_m(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "ln.exp" not in result.stdout and result.stderr == ""
+
+
+# --- the cpu pipeline shows every decision (the README's example) ---------------------------
+
+
+def test_cpu_pipeline_on_a_training_step_shows_buffer_and_blas_decisions(capsys):
+    """After the cpu backend's pipeline the IR says which buffers die where, which
+    results go straight to the outputs and which operand BLAS reads transposed;
+    the emitter prints exactly that."""
+    from lanterna.backends import get_backend
+    from lanterna.ir.interpreter import Interpreter
+
+    pipeline = "reverse-ad{argnums=0}," + get_backend("cpu").default_pipeline
+    rc, out, err = opt(capsys, DENSE_STEP, "-p", pipeline, "--print-ir-after-all")
+    assert rc == 0, err
+    for name in ("absorb-transposes", "accumulate-products", "defer-products", "plan-buffers"):
+        assert f"IR Dump After {name}" in err
+    grad = out[out.index("@loss_grad") :]
+    assert "%l = ln.sum %a {axes = array<i64: 0, 1>, buf.output = 0 : i64}" in grad
+    assert "ln.matmul %x, %0 {transpose_a, buf.output = 1 : i64}" in grad
+    assert "ln.transpose" not in grad
+    assert grad.count("buf.release") == 3
+    # The interpreter runs the planned IR (and would fail on a use after release).
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((8, 16)).astype(np.float32)
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    loss, dw = Interpreter(reparse(out)).call("loss_grad", w, x)
+    a = np.tanh(x @ w)
+    np.testing.assert_allclose(loss, a.sum(), rtol=1e-5)
+    np.testing.assert_allclose(dw, x.T @ (1 - a * a), rtol=1e-5)
+    rc, cpp, err = opt(capsys, DENSE_STEP, "-p", pipeline, "-t", "cpp")
+    assert rc == 0, err
+    assert "lanterna::gemm(true, false, 8, 16, 4" in cpp
+    assert "lanterna::output<float>(1, 128)" in cpp and "lanterna::output<float>(0, 1)" in cpp

@@ -17,6 +17,8 @@ from lanterna.ir import parse_module
 from lanterna.ir.interpreter import Interpreter
 from lanterna.passes import run_pipeline
 
+from support import programs
+
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
 
 INPUTS = Path(__file__).parents[2] / "passes" / "inputs"
@@ -95,20 +97,12 @@ def test_a_fused_op_is_one_loop_nest(cache_dir):
     assert_close(got, Interpreter(module).call("g", *args))
 
 
-@pytest.mark.parametrize(
-    "name,argnums,point",
-    [
-        ("ad_if.mlir", "0,1", (0.7, -1.3)),
-        ("ad_for.mlir", "0,1", (0.3, 0.8)),
-        ("ad_while.mlir", "0,1", (0.5, 1.7)),
-        ("ad_call.mlir", "0,1", (0.6, 1.4)),
-        ("ad_recursive.mlir", "0,1", (0.4, 1.1)),
-    ],
-)
-def test_fused_gradient_programs_match_the_interpreter(cache_dir, name, argnums, point):
-    args = [np.array(v) for v in point]
+@pytest.mark.parametrize("program", programs.params(programs.AD_PROGRAMS))
+def test_fused_gradient_programs_match_the_interpreter(cache_dir, program):
+    args = program.args()
+    argnums = ",".join(map(str, program.argnums))
     module, expected = fused_and_reference(
-        (INPUTS / name).read_text(), AD_PIPELINE.format(argnums), "f_grad", *args
+        (programs.INPUTS / program.file).read_text(), AD_PIPELINE.format(argnums), "f_grad", *args
     )
     assert "ln.fused" in str(module)
     assert_close(CpuBackend().compile(module, "f_grad")(*args), expected)
