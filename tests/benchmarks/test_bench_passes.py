@@ -18,6 +18,10 @@ VARIANTS = {
     "-licm",
     "-dce",
     "-fuse-elementwise",
+    "-absorb-transposes",
+    "-accumulate-products",
+    "-accumulate-pieces",
+    "-defer-products",
     "-buffer-reuse",
 }
 
