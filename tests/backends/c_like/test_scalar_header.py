@@ -16,6 +16,8 @@ import pytest
 
 from lanterna.backends.c_like import RUNTIME_DIR
 
+from support.float_math import FLOAT_MATH
+
 HEADER = RUNTIME_DIR / "lanterna_scalar.h"
 
 # extern "C" wrappers over the header's templates, one loop per function.
@@ -109,12 +111,12 @@ def test_the_header_needs_no_runtime(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["exp", "tanh", "sigmoid"])
-def test_float_math_matches_numpy(scalar, float_math, name):
-    float_math.check(name, call(scalar, f"{name}_f32", float_math.inputs))
+def test_float_math_matches_numpy(scalar, name):
+    FLOAT_MATH.check(name, call(scalar, f"{name}_f32", FLOAT_MATH.inputs))
 
 
-def test_double_exp_matches_numpy(scalar, float_math):
-    x = float_math.inputs.astype(np.float64)
+def test_double_exp_matches_numpy(scalar):
+    x = FLOAT_MATH.inputs.astype(np.float64)
     with np.errstate(over="ignore"):
         want = np.exp(x)
     # The C library's exp and numpy's differ in the last place at most.

@@ -1,7 +1,7 @@
 """What the tests of every C-like backend's float math share: the inputs where
 vectorizable approximations of exp, tanh and sigmoid go wrong, numpy's answers,
 and how close an answer must be. The cpu tests run them through `ln.jit`, the
-C-like tests through the scalar header alone."""
+C-like tests through the scalar header alone. `FLOAT_MATH` is the shared instance."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pytest
 
 SPECIAL = [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-8, -1e-8, 0.62, 0.625, 0.63, -0.63, 1.0,
            8.9, 9.0, 9.5, 20.0, -20.0, 88.0, 88.7, 88.72, 88.73, 89.0, -87.3, -87.34, -88.0,
@@ -40,8 +39,10 @@ class FloatMath:
         np.testing.assert_allclose(got[finite], want[finite], rtol=3e-7, atol=1.2e-38)
 
 
-@pytest.fixture(scope="session")
-def float_math() -> FloatMath:
+def _inputs() -> np.ndarray:
     rng = np.random.default_rng(0)
     spread = np.concatenate([rng.normal(0, s, 4000) for s in (0.3, 3.0, 30.0)])
-    return FloatMath(np.concatenate([np.array(SPECIAL), spread]).astype(np.float32))
+    return np.concatenate([np.array(SPECIAL), spread]).astype(np.float32)
+
+
+FLOAT_MATH = FloatMath(_inputs())
